@@ -1,0 +1,23 @@
+# Installs the built colt5 into a scratch prefix, then configures, builds and
+# runs tests/consumer (which uses find_package(colt5)) against it.
+set(prefix ${BUILD_DIR}/consumer-install)
+set(cbuild ${BUILD_DIR}/consumer-build)
+file(REMOVE_RECURSE ${prefix} ${cbuild})
+execute_process(COMMAND ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix} RESULT_VARIABLE r OUTPUT_QUIET)
+if(r)
+  message(FATAL_ERROR "cmake --install failed: ${r}")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/consumer -B ${cbuild}
+  -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release RESULT_VARIABLE r)
+if(r)
+  message(FATAL_ERROR "configuring the consumer project failed: ${r}")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} --build ${cbuild} RESULT_VARIABLE r)
+if(r)
+  message(FATAL_ERROR "building the consumer project failed: ${r}")
+endif()
+execute_process(COMMAND ${cbuild}/readme_example RESULT_VARIABLE r OUTPUT_VARIABLE out)
+message(STATUS "${out}")
+if(r)
+  message(FATAL_ERROR "the consumer program failed: ${r}")
+endif()
