@@ -9,3 +9,4 @@
 #include "engine/tensor.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
+#include "engine/info.h"
