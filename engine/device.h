@@ -1,6 +1,7 @@
 // Where a tensor lives. CPU always exists; CUDA devices exist when the engine
 // was built with COLT5_CUDA and a GPU is present at run time.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace colt5 {
