@@ -84,6 +84,15 @@ void zero_bytes(void* dst, Device device, size_t nbytes) {
 #endif
 }
 
+void device_synchronize(Device device) {
+  if (device.is_cpu()) return;
+#ifdef COLT5_WITH_CUDA
+  cuda::synchronize(device.index);
+#else
+  no_cuda("device_synchronize");
+#endif
+}
+
 MemoryStats memory_stats(Device device) {
   if (device.is_cpu()) {
     MemoryStats s;

@@ -28,5 +28,7 @@ bool cuda_compiled();
 // Number of usable CUDA devices at run time (0 without CUDA or without a GPU).
 int cuda_device_count();
 inline bool cuda_available() { return cuda_device_count() > 0; }
+// Waits until all work queued on the device is done (no-op on the CPU).
+void device_synchronize(Device device);
 
 }  // namespace colt5

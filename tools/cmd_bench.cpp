@@ -17,6 +17,12 @@
 #ifdef COLT5_HAVE_BENCH_COOR_DESCENT_KERNELS
 #include "tools/bench_coor_descent_kernels.h"
 #endif
+#ifdef COLT5_HAVE_BENCH_COOR_DESCENT
+#include "tools/bench_coor_descent.h"
+#endif
+#ifdef COLT5_HAVE_BENCH_LOCAL_ATTENTION
+#include "tools/bench_local_attention.h"
+#endif
 #ifdef COLT5_HAVE_BENCH_TOPK_KERNELS
 #include "tools/bench_topk_kernels.h"
 #endif
@@ -38,7 +44,13 @@ std::map<std::string, std::pair<BenchFn, const char*>> benches() {
   m["cuda"] = {bench_cuda, "GPU: cuBLAS GEMM TFLOP/s, elementwise add vs copy GB/s, softmax GB/s"};
 #endif
 #ifdef COLT5_HAVE_BENCH_COOR_DESCENT_KERNELS
-  m["coor-descent"] = {bench_coor_descent_kernels, "coordinate descent routing, fused kernels, fwd and fwd+bwd"};
+  m["coor-descent-kernels"] = {bench_coor_descent_kernels, "coordinate descent kernels alone (CPU and GPU), fwd and fwd+bwd"};
+#endif
+#ifdef COLT5_HAVE_BENCH_COOR_DESCENT
+  m["coor-descent"] = {bench_coor_descent, "coordinate descent op: fused vs primitive-op reference, same device"};
+#endif
+#ifdef COLT5_HAVE_BENCH_LOCAL_ATTENTION
+  m["local-attention"] = {bench_local_attention, "fused local windowed attention vs reference"};
 #endif
 #ifdef COLT5_HAVE_BENCH_TOPK_KERNELS
   m["topk"] = {bench_topk_kernels, "hard top-k, CPU and GPU"};
