@@ -25,4 +25,7 @@
 #include "layers/module.h"
 #include "layers/linear.h"
 #include "layers/rms_norm.h"
+#include "ops/attention.h"
+#include "ops/routing.h"
+#include "ops/rotary.h"
 #include "layers/optimizer.h"
