@@ -39,3 +39,7 @@
 #include "ops/rotary.h"
 #include "layers/optimizer.h"
 #include "ops/local_attention.h"
+#include "layers/routed_autoregressive_attention.h"
+#include "layers/routed_cross_attention.h"
+#include "layers/routed_image_attention.h"
+#include "layers/vit.h"

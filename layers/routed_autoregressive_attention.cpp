@@ -1,0 +1,242 @@
+#include "layers/routed_autoregressive_attention.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <limits>
+
+#include "layers/routed_feed_forward.h"  // layer_router_config
+#include "ops/attention.h"
+#include "ops/coor_descent.h"
+#include "ops/elementwise.h"
+#include "ops/index.h"
+#include "ops/matmul.h"
+#include "ops/norm.h"
+#include "ops/rotary.h"
+#include "ops/routing.h"
+#include "ops/shape_ops.h"
+#include "ops/topk.h"
+
+namespace colt5 {
+
+// ---------------------------------------------------------------- routing from scores
+
+Tensor router_token_scores(const CoordinateDescentRouter& router, const Tensor& x) {
+  const RouterConfig& c = router.config();
+  COLT5_CHECK(router.routing_token.defined(), "router_token_scores: the router has no routing_token ",
+              "(learned_routing_tokens)");
+  COLT5_CHECK(x.defined() && x.dim() == 3 && x.size(2) == router.dim(), "router_token_scores: x must be (batch, seq, ",
+              router.dim(), ")");
+  Tensor tok = router.routing_token, xq = x;
+  if (c.cosine_sim_routing) {
+    xq = l2norm(xq, -1);
+    tok = l2norm(tok, -1);
+  }
+  Tensor s = matmul(tok, xq.transpose(1, 2));  // (B, R, N)
+  if (c.cosine_sim_routing) s = s * c.cosine_sim_scale;
+  return s;
+}
+
+ScoreRouting route_from_scores(const Tensor& s, int64_t num_tokens, const Tensor& mask, const RouterConfig& cfg,
+                               const RouteOptions& o, bool zero_masked_scores) {
+  COLT5_CHECK(s.defined() && s.dim() >= 1, "route_from_scores: scores must have at least one dim");
+  const int64_t n = s.size(-1);
+  COLT5_CHECK(num_tokens >= 1 && num_tokens <= n, "route_from_scores: num_tokens must be in [1, ", n, "], got ",
+              num_tokens);
+  Tensor c;
+  if (o.random_route) {
+    Generator& gen = o.generator ? *o.generator : default_generator();
+    c = randn(s.shape(), gen, {.dtype = s.dtype(), .device = s.device()});
+    const double neg = s.dtype() == DType::f64 ? -DBL_MAX : -static_cast<double>(FLT_MAX);
+    if (mask.defined()) c = where(mask, c, neg);
+  } else {
+    const double k = std::min(static_cast<double>(num_tokens) * cfg.fetch_k_ratio, static_cast<double>(n));
+    CoorDescentOptions co{.n_iters = cfg.n_iters,
+                          .eps = cfg.eps,
+                          .eps_init = cfg.eps_init.value_or(0.0),
+                          .eps_decay = cfg.eps_decay,
+                          .checkpoint_segments = cfg.triton_checkpoint_segments.value_or(1)};
+    c = coor_descent(s.contiguous(), k, mask, co);
+  }
+  TopK top = hard_topk(c, num_tokens);
+  ScoreRouting r{top.indices, top.values};
+  if (cfg.straight_through) {
+    r.scores = (r.scores - r.scores.detach()) + 1.0;
+    if (mask.defined() && zero_masked_scores) {
+      Tensor m = mask.to(c.dtype()).expand(c.shape()).contiguous();
+      Tensor valid = gt(gather(m, -1, r.indices), 0.5);
+      r.scores = where(valid, r.scores, 0.0);
+    }
+  }
+  return r;
+}
+
+// ---------------------------------------------------------------- the layer
+
+ConditionalRoutedAutoregressiveAttention::ConditionalRoutedAutoregressiveAttention(
+    const ConditionalRoutedAutoregressiveAttentionConfig& config, Generator& gen)
+    : cfg_(config) {
+  const char* who = "ConditionalRoutedAutoregressiveAttention";
+  const auto& c = cfg_;
+  COLT5_CHECK(c.dim > 0, who, ": dim must be positive, got ", c.dim);
+  COLT5_CHECK(c.num_heavy_tokens_q >= 1 && c.num_heavy_tokens_kv >= 1, who,
+              ": num_heavy_tokens_q and num_heavy_tokens_kv must be >= 1, got ", c.num_heavy_tokens_q, " and ",
+              c.num_heavy_tokens_kv);
+  COLT5_CHECK(c.num_routed_kv >= 1, who, ": num_routed_kv must be >= 1, got ", c.num_routed_kv);
+  COLT5_CHECK(c.heavy_heads > 0 && c.heavy_dim_head > 0, who, ": heavy_heads and heavy_dim_head must be positive");
+  COLT5_CHECK(c.heavy_heads % c.num_routed_kv == 0, who, ": heavy_heads (", c.heavy_heads,
+              ") must be divisible by num_routed_kv (", c.num_routed_kv, "): each key / value route gets its own heads");
+  COLT5_CHECK(c.light_heads > 0 && c.light_dim_head > 0, who, ": light_heads and light_dim_head must be positive");
+  COLT5_CHECK(c.light_window_size >= 1, who, ": light_window_size must be >= 1, got ", c.light_window_size);
+  COLT5_CHECK(!c.heavy_window_size || *c.heavy_window_size >= 1, who, ": heavy_window_size must be >= 1, got ",
+              c.heavy_window_size.value_or(0));
+  COLT5_CHECK(!c.rotary_emb || c.heavy_dim_head % 2 == 0, who, ": rotary_emb needs an even heavy_dim_head, got ",
+              c.heavy_dim_head);
+  COLT5_CHECK(!c.router_kwargs.route_block_size, who,
+              ": router_kwargs.route_block_size is not supported (the routing rows are the windows' prefixes)");
+  RouterConfig q_rc = layer_router_config(c.router_kwargs, c.router_straight_through, 1, c.use_triton, who);
+  RouterConfig kv_rc =
+      layer_router_config(c.router_kwargs, c.router_straight_through, c.num_routed_kv, c.use_triton, who);
+
+  // The package's construction order: light_attn, null_q_token, q_router, kv_router, heavy_attn, rotary_emb.
+  light_attn = register_module("light_attn", std::make_shared<LocalMHA>(LocalMHAConfig{.dim = c.dim,
+                                                                                       .window_size = c.light_window_size,
+                                                                                       .dim_head = c.light_dim_head,
+                                                                                       .heads = c.light_heads,
+                                                                                       .causal = true,
+                                                                                       .prenorm = true,
+                                                                                       .exact_windowsize = false,
+                                                                                       .look_backward = 1,
+                                                                                       .look_forward = 0},
+                                                                        gen));
+  if (c.use_null_q_tokens) {
+    register_parameter("null_q_token", null_q_token, empty({c.dim}));
+    init_normal(null_q_token, gen);
+  }
+  q_router = register_module("q_router", std::make_shared<CoordinateDescentRouter>(c.dim, q_rc, gen));
+  kv_router = register_module("kv_router", std::make_shared<CoordinateDescentRouter>(c.dim, kv_rc, gen));
+  heavy_attn = register_module("heavy_attn", std::make_shared<Attention>(
+                                                 AttentionConfig{.dim = c.dim,
+                                                                 .dim_head = c.heavy_dim_head,
+                                                                 .heads = c.heavy_heads,
+                                                                 .multiply_keys_by_score = c.multiply_keys_by_score,
+                                                                 .use_flash = c.use_flash_attn},
+                                                 gen));
+  if (c.rotary_emb) rotary_emb = register_module("rotary_emb", std::make_shared<RotaryEmbedding>(c.heavy_dim_head));
+}
+
+Tensor ConditionalRoutedAutoregressiveAttention::forward(const Tensor& x, const RoutedAttentionCall& call) const {
+  const char* who = "ConditionalRoutedAutoregressiveAttention";
+  const auto& c = cfg_;
+  COLT5_CHECK(x.defined() && x.dim() == 3 && x.size(2) == c.dim, who, ": x must be (batch, seq, ", c.dim, "), got ",
+              x.defined() ? shape_str(x.shape()) : std::string("an undefined tensor"));
+  const int64_t B = x.size(0), N = x.size(1), D = c.dim, W = heavy_window_size();
+  const int64_t ntq = call.num_heavy_tokens_q.value_or(c.num_heavy_tokens_q);
+  const int64_t ntkv = call.num_heavy_tokens_kv.value_or(c.num_heavy_tokens_kv);
+  COLT5_CHECK(ntq >= 1 && ntkv >= 1, who, ": the numbers of heavy tokens must be >= 1");
+  const Options fopt{.dtype = x.dtype(), .device = x.device()};
+  const Options iopt{.dtype = DType::i64, .device = x.device()};
+
+  // light causal local attention
+  Tensor light = light_attn->forward(x);
+
+  const int64_t nw = (N + W - 1) / W, Np = nw * W;
+  if (nw <= 1) return light;  // only window 0: no heavy output
+  const int64_t nwq = nw - 1, rows = B * nwq;  // windows 1 .. nw-1 have a past
+  const int64_t R = c.num_routed_kv, h = c.heavy_heads, dh = c.heavy_dim_head, hr = h / R;
+  Tensor xp = Np > N ? cat({x, zeros({B, Np - N, D}, fopt)}, 1) : x;  // (B, Np, D)
+  // limit[j] = (j + 1) W: window j + 1 sees keys < limit[j]
+  Tensor limit = arange(static_cast<double>(W), static_cast<double>(Np), static_cast<double>(W), iopt);  // (nwq)
+
+  // ---- queries: routed within their window (padding masked)
+  const bool route_q = W > ntq;
+  const int64_t nq = route_q ? ntq : W;
+  Tensor q_idx, q_scores;  // (B, nwq nq) global positions, scores
+  if (route_q) {
+    Tensor sq = router_token_scores(*q_router, xp).view({B, nw, W}).narrow(1, 1, nwq);  // (B, nwq, W)
+    Tensor qmask;
+    if (Np > N) qmask = lt(arange(static_cast<double>(W), static_cast<double>(Np), 1.0, iopt).view({1, nwq, W}),
+                           static_cast<double>(N));
+    ScoreRouting r = route_from_scores(sq, ntq, qmask, q_router->config(), call.route);
+    q_idx = (r.indices + limit.view({1, nwq, 1})).reshape({B, nwq * nq});
+    q_scores = r.scores.reshape({B, nwq * nq});
+  }
+
+  // ---- key/values: one row per window over the padded sequence, prefix mask; scores computed once
+  const bool route_kv = Np > ntkv;
+  const int64_t nk = route_kv ? ntkv : Np;
+  Tensor kv_idx, kv_scores, kv_valid;  // (B, nwq, R, ntkv)
+  if (route_kv) {
+    Tensor skv = router_token_scores(*kv_router, xp);                  // (B, R, Np)
+    Tensor srows = skv.unsqueeze(1).expand({B, nwq, R, Np});             // a broadcast view
+    Tensor lim4 = limit.view({1, nwq, 1, 1});
+    Tensor kvmask = lt(arange(Np, iopt).view({1, 1, 1, Np}), lim4);      // (1, nwq, 1, Np)
+    // validity of a picked index is positional: straight-through zeros where it is >= the window's limit
+    ScoreRouting r = route_from_scores(srows, ntkv, kvmask, kv_router->config(), call.route, false);
+    kv_idx = r.indices;
+    kv_valid = lt(kv_idx, lim4);
+    kv_scores = kv_router->config().straight_through ? where(kv_valid, r.scores, 0.0) : r.scores;
+  }
+
+  // ---- heavy attention (SPEC §3.1) on the routed tokens, projecting every token once
+  const Attention& A = *heavy_attn;
+  Tensor xn = A.norm->forward(xp);  // (B, Np, D)
+  Tensor qtok = route_q ? gather_tokens(xn, q_idx) : xn.narrow(1, W, Np - W);  // (B, nwq nq, D)
+  Tensor q = A.to_q->forward(qtok).view({rows, nq, h, dh}).permute({0, 2, 1, 3});  // (rows, h, nq, dh)
+  if (c.multiply_queries_by_score && route_q) q = q * q_scores.view({rows, 1, nq, 1});
+  Tensor inv_freq = rotary_emb ? rotary_emb->inv_freq : Tensor();
+  if (rotary_emb) {
+    Tensor qpos = route_q ? q_idx.view({rows, 1, nq})
+                          : arange(static_cast<double>(W), static_cast<double>(Np), 1.0, iopt)
+                                .view({1, nwq, W})
+                                .expand({B, nwq, W})
+                                .reshape({rows, 1, W});
+    q = apply_rotary(q, qpos, inv_freq);
+  }
+  // to_kv rows are (head, c) with c < dh a key channel: split into key and value weights (h dh, D)
+  Tensor wkv = A.to_kv->weight.view({h, 2, dh, D});
+  Tensor k_all = linear(xn, wkv.select(1, 0).reshape({h * dh, D}));  // (B, Np, h dh)
+  Tensor v_all = linear(xn, wkv.select(1, 1).reshape({h * dh, D}));
+
+  AttentionOptions ao;
+  ao.allow_tf32 = A.config().allow_tf32;
+  ao.fused = A.config().fused;
+  std::vector<Tensor> outs;
+  for (int64_t r = 0; r < R; ++r) {  // each route's heads see only that route's key/values
+    Tensor kr = k_all.narrow(2, r * hr * dh, hr * dh), vr = v_all.narrow(2, r * hr * dh, hr * dh);  // (B, Np, hr dh)
+    Tensor mask_r, kpos;
+    if (route_kv) {
+      Tensor idx = kv_idx.select(2, r), sc = kv_scores.select(2, r);  // (B, nwq, ntkv)
+      kr = c.multiply_keys_by_score ? gather_tokens_scaled(kr, idx, sc) : gather_tokens(kr, idx);
+      vr = gather_tokens_scaled(vr, idx, sc);  // (B, nwq, ntkv, hr dh)
+      mask_r = kv_valid.select(2, r).reshape({rows, nk});
+      kpos = idx.reshape({rows, 1, nk});
+    } else {  // every token of the padded sequence, prefix-masked (Np <= num_heavy_tokens_kv: bounded)
+      kr = kr.unsqueeze(1).expand({B, nwq, Np, hr * dh});
+      vr = vr.unsqueeze(1).expand({B, nwq, Np, hr * dh});
+      mask_r = lt(arange(Np, iopt).view({1, 1, Np}), limit.view({1, nwq, 1})).expand({B, nwq, Np}).reshape({rows, Np});
+      kpos = arange(Np, iopt);
+    }
+    kr = kr.reshape({rows, nk, hr, dh}).permute({0, 2, 1, 3});  // (rows, hr, nk, dh)
+    vr = vr.reshape({rows, nk, hr, dh}).permute({0, 2, 1, 3});
+    if (rotary_emb) kr = apply_rotary(kr, kpos, inv_freq);
+    ao.null_k = A.null_kv.select(0, 0).narrow(0, r * hr, hr);
+    ao.null_v = A.null_kv.select(0, 1).narrow(0, r * hr, hr);
+    outs.push_back(attention(q.narrow(1, r * hr, hr), kr, vr, mask_r, ao));  // (rows, hr, nq, dh)
+  }
+  Tensor o = R == 1 ? outs[0] : cat(outs, 1);  // (rows, h, nq, dh)
+  Tensor routed_out = A.to_out->forward(o.permute({0, 2, 1, 3}).reshape({B, nwq * nq, h * dh}));  // (B, nwq nq, D)
+
+  // ---- scatter into null_q_token (zeros in window 0), crop to N
+  Tensor heavy;
+  if (route_q) {
+    Tensor base = null_q_token.defined()
+                      ? cat({zeros({B, W, D}, fopt), null_q_token.view({1, 1, D}).expand({B, Np - W, D})}, 1)
+                      : zeros({B, Np, D}, fopt);
+    heavy = route_back_scaled(base, routed_out, q_idx, q_scores);
+  } else {
+    heavy = cat({zeros({B, W, D}, fopt), routed_out}, 1);  // scores are ones
+  }
+  return light + heavy.narrow(1, 0, N);
+}
+
+}  // namespace colt5
