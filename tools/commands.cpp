@@ -10,6 +10,9 @@ std::vector<Command>& command_table() {
 void register_commands(CLI::App& app) {
   add_info_command(app);
   add_bench_command(app);
+  add_train_command(app);
+  add_generate_command(app);
+  add_eval_command(app);
 }
 
 int run_selected(CLI::App& app) {

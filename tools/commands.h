@@ -21,5 +21,8 @@ int run_selected(CLI::App& app);
 // Each command file provides one of these.
 void add_info_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
 
 }  // namespace colt5::tools
