@@ -13,6 +13,7 @@ void register_commands(CLI::App& app) {
   add_train_command(app);
   add_generate_command(app);
   add_eval_command(app);
+  add_run_command(app);
 }
 
 int run_selected(CLI::App& app) {

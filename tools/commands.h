@@ -24,5 +24,6 @@ void add_bench_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
+void add_run_command(CLI::App& app);
 
 }  // namespace colt5::tools
