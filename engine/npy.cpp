@@ -1,5 +1,7 @@
 #include "engine/npy.h"
 
+#include "engine/byte_source.h"
+
 #include <bit>
 #include <cstring>
 #include <filesystem>
@@ -17,40 +19,10 @@ namespace {
 
 const char kMagic[] = "\x93NUMPY";  // 6 bytes
 
-// Bytes of a whole file, or of a string standing for one.
-struct Source {
-  std::string name;
-  uint64_t size = 0;
-  virtual ~Source() = default;
-  virtual void read(uint64_t offset, void* dst, size_t n) = 0;
-};
-
-struct MemorySource : Source {
-  const std::string& bytes;
-  MemorySource(const std::string& b, const std::string& n) : bytes(b) {
-    name = n;
-    size = b.size();
-  }
-  void read(uint64_t offset, void* dst, size_t n) override {
-    if (n) std::memcpy(dst, bytes.data() + offset, n);
-  }
-};
-
-struct FileSource : Source {
-  std::ifstream f;
-  explicit FileSource(const std::string& path) : f(path, std::ios::binary) {
-    name = path;
-    NPY_CHECK(f.is_open(), path, "cannot open the file for reading");
-    std::error_code ec;
-    uint64_t s = std::filesystem::file_size(path, ec);
-    NPY_CHECK(!ec, path, "cannot read the file size (", ec.message(), ")");
-    size = s;
-  }
-  void read(uint64_t offset, void* dst, size_t n) override {
-    f.seekg(static_cast<std::streamoff>(offset));
-    f.read(static_cast<char*>(dst), static_cast<std::streamsize>(n));
-    NPY_CHECK(f && static_cast<size_t>(f.gcount()) == n, name, "read error at byte ", offset, " (", n, " bytes)");
-  }
+using io::Source;
+using io::MemorySource;
+struct FileSource : io::FileSource {
+  explicit FileSource(const std::string& path) : io::FileSource(path, "npy") {}
 };
 
 // ---- the header: a Python dict literal with str keys; values str, bool or a tuple of ints.

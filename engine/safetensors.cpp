@@ -1,5 +1,7 @@
 #include "engine/safetensors.h"
 
+#include "engine/byte_source.h"
+
 #include <algorithm>
 #include <bit>
 #include <cstring>
@@ -20,40 +22,10 @@ constexpr uint64_t kMaxHeader = 100'000'000;  // the reference reader's limit
 
 #define ST_CHECK(cond, where, ...) COLT5_CHECK(cond, "safetensors: ", where, ": ", __VA_ARGS__)
 
-// Bytes of a whole file, or of a string standing for one.
-struct Source {
-  std::string name;
-  uint64_t size = 0;
-  virtual ~Source() = default;
-  virtual void read(uint64_t offset, void* dst, size_t n) = 0;
-};
-
-struct MemorySource : Source {
-  const std::string& bytes;
-  MemorySource(const std::string& b, const std::string& n) : bytes(b) {
-    name = n;
-    size = b.size();
-  }
-  void read(uint64_t offset, void* dst, size_t n) override {
-    if (n) std::memcpy(dst, bytes.data() + offset, n);
-  }
-};
-
-struct FileSource : Source {
-  std::ifstream f;
-  explicit FileSource(const std::string& path) : f(path, std::ios::binary) {
-    name = path;
-    ST_CHECK(f.is_open(), path, "cannot open the file for reading");
-    std::error_code ec;
-    uint64_t s = std::filesystem::file_size(path, ec);
-    ST_CHECK(!ec, path, "cannot read the file size (", ec.message(), ")");
-    size = s;
-  }
-  void read(uint64_t offset, void* dst, size_t n) override {
-    f.seekg(static_cast<std::streamoff>(offset));
-    f.read(static_cast<char*>(dst), static_cast<std::streamsize>(n));
-    ST_CHECK(f && static_cast<size_t>(f.gcount()) == n, name, "read error at byte ", offset, " (", n, " bytes)");
-  }
+using io::Source;
+using io::MemorySource;
+struct FileSource : io::FileSource {
+  explicit FileSource(const std::string& path) : io::FileSource(path, "safetensors") {}
 };
 
 bool parse_dtype(const std::string& s, DType& out) {
