@@ -39,51 +39,6 @@ std::vector<std::string> param_names(const Module& m) {
   return out;
 }
 
-// Central differences of <f(), w> on every element of every parameter and input.
-void module_gradcheck(const Module& m, const std::vector<std::pair<std::string, Tensor>>& inputs,
-                      const std::function<Tensor()>& f, double atol = 1e-6, double rtol = 1e-4) {
-  std::vector<std::pair<std::string, Tensor>> targets = m.named_parameters();
-  for (const auto& in : inputs) targets.push_back(in);
-  for (auto& [n, t] : targets) {
-    REQUIRE(t.dtype() == DType::f64);
-    REQUIRE(t.requires_grad());
-    t.zero_grad();
-  }
-  Tensor out = f();
-  Generator g(4242);
-  Tensor w = randn(out.shape(), g, kF64);
-  out.backward(w);
-  const std::vector<double> wv = w.to_vector<double>();
-  auto project = [&]() {
-    NoGradGuard ng;
-    std::vector<double> y = f().to_vector<double>();
-    double s = 0;
-    for (size_t i = 0; i < y.size(); ++i) s += y[i] * wv[i];
-    return s;
-  };
-  std::string failure;
-  int checked = 0;
-  for (auto& [name, t] : targets) {
-    Tensor ga = t.grad();
-    std::vector<double> an = ga.defined() ? ga.to_vector<double>() : std::vector<double>(t.numel(), 0.0);
-    double* p = t.data<double>();
-    for (int64_t i = 0; i < t.numel(); ++i) {
-      const double orig = p[i], eps = 1e-6;
-      p[i] = orig + eps;
-      const double fp = project();
-      p[i] = orig - eps;
-      const double fm = project();
-      p[i] = orig;
-      const double num = (fp - fm) / (2 * eps);
-      ++checked;
-      if (std::abs(num - an[i]) > atol + rtol * std::abs(num) && failure.empty())
-        failure = name + "[" + std::to_string(i) + "]: analytic " + std::to_string(an[i]) + ", numeric " +
-                  std::to_string(num);
-    }
-  }
-  INFO("elements checked " << checked << "; first failure: " << failure);
-  CHECK(failure.empty());
-}
 
 // The package's algorithm, literally: every window's key/value row is a copy of
 // the whole padded sequence with a prefix mask, routed by the router class.
