@@ -402,7 +402,6 @@ TEST_CASE("colt5 run: every module name builds and runs") {
   }
 }
 
-#if __has_include("layers/routed_cross_attention.h") && !defined(COLT5_RUN_DISABLE_CROSS)
 #include "layers/routed_cross_attention.h"
 TEST_CASE("colt5 run: ConditionalRoutedCrossAttention with context, masks and context gradient") {
   Generator gen(12);
@@ -446,9 +445,7 @@ TEST_CASE("colt5 run: ConditionalRoutedCrossAttention with context, masks and co
   o.context_mask.clear();
   CHECK(error_of(o).find("needs --context") != std::string::npos);
 }
-#endif
 
-#if __has_include("layers/routed_image_attention.h") && !defined(COLT5_RUN_DISABLE_IMAGE)
 #include "layers/routed_image_attention.h"
 TEST_CASE("colt5 run: ConditionalRoutedImageAttention (channel_first) and its shape errors") {
   Generator gen(13);
@@ -474,9 +471,7 @@ TEST_CASE("colt5 run: ConditionalRoutedImageAttention (channel_first) and its sh
   CHECK(e.find("x.npy") != std::string::npos);
   CHECK(e.find("multiples of light_window_size = 4") != std::string::npos);
 }
-#endif
 
-#if __has_include("layers/vit.h") && !defined(COLT5_RUN_DISABLE_VIT)
 #include "layers/vit.h"
 TEST_CASE("colt5 run: ConditionalRoutedViT matches the model") {
   Generator gen(14);
@@ -492,9 +487,7 @@ TEST_CASE("colt5 run: ConditionalRoutedViT matches the model") {
                                  "attn_heavy_dim_head": 4, "attn_heavy_heads": 2, "ff_num_heavy_tokens": 8})",
                              vit, [&](const Tensor& x) { return vit.forward(x); }, {2, 3, 16, 16});
 }
-#endif
 
-#if __has_include("layers/routed_autoregressive_attention.h") && !defined(COLT5_RUN_DISABLE_AUTOREGRESSIVE)
 #include "layers/routed_autoregressive_attention.h"
 TEST_CASE("colt5 run: ConditionalRoutedAutoregressiveAttention matches the layer") {
   Generator gen(15);
@@ -508,4 +501,3 @@ TEST_CASE("colt5 run: ConditionalRoutedAutoregressiveAttention matches the layer
                                  "heavy_dim_head": 4, "heavy_heads": 2})",
                              attn, [&](const Tensor& x) { return attn.forward(x); }, {2, 14, 8});
 }
-#endif

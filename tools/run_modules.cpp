@@ -11,25 +11,10 @@
 
 #include "colt5.h"
 
-// A layer whose header is present is supported; COLT5_RUN_DISABLE_<NAME>
-// (e.g. in CMAKE_CXX_FLAGS) leaves it out while its sources are excluded from
-// the build (COLT5_EXCLUDE_REGEX) during development.
-#if __has_include("layers/routed_autoregressive_attention.h") && !defined(COLT5_RUN_DISABLE_AUTOREGRESSIVE)
 #include "layers/routed_autoregressive_attention.h"
-#define COLT5_RUN_HAVE_AUTOREGRESSIVE 1
-#endif
-#if __has_include("layers/routed_cross_attention.h") && !defined(COLT5_RUN_DISABLE_CROSS)
 #include "layers/routed_cross_attention.h"
-#define COLT5_RUN_HAVE_CROSS 1
-#endif
-#if __has_include("layers/routed_image_attention.h") && !defined(COLT5_RUN_DISABLE_IMAGE)
 #include "layers/routed_image_attention.h"
-#define COLT5_RUN_HAVE_IMAGE 1
-#endif
-#if __has_include("layers/vit.h") && !defined(COLT5_RUN_DISABLE_VIT)
 #include "layers/vit.h"
-#define COLT5_RUN_HAVE_VIT 1
-#endif
 
 namespace colt5::tools {
 namespace {
@@ -210,6 +195,25 @@ RouterConfig parse_router_kwargs(Kwargs& k, RouterConfig c = {}) {
   parse_router_config(sub, c);
   k.adopt(sub, "router_kwargs");
   return c;
+}
+
+// The keyword arguments the routed attention layers share (same names in the
+// package and in our config structs).
+template <class Config>
+void read_routed_attention_kwargs(Kwargs& k, Config& c) {
+  c.light_dim_head = k.get_int("light_dim_head", c.light_dim_head);
+  c.light_heads = k.get_int("light_heads", c.light_heads);
+  c.light_window_size = k.get_int("light_window_size", c.light_window_size);
+  c.heavy_dim_head = k.get_int("heavy_dim_head", c.heavy_dim_head);
+  c.heavy_heads = k.get_int("heavy_heads", c.heavy_heads);
+  c.router_straight_through = k.get_bool("router_straight_through", c.router_straight_through);
+  c.router_kwargs = parse_router_kwargs(k);
+  c.multiply_keys_by_score = k.get_bool("multiply_keys_by_score", c.multiply_keys_by_score);
+  c.multiply_queries_by_score = k.get_bool("multiply_queries_by_score", c.multiply_queries_by_score);
+  c.use_triton = k.get_bool("use_triton", c.use_triton);
+  c.use_null_q_tokens = k.get_bool("use_null_q_tokens", c.use_null_q_tokens);
+  c.use_flash_attn = k.get_bool("use_flash_attn", c.use_flash_attn);
+  c.rotary_emb = k.get_bool("rotary_emb", c.rotary_emb);
 }
 
 // ------------------------------------------------------------------ shape checks
@@ -435,20 +439,8 @@ const std::map<std::string, Builder>& table() {
       c.num_heavy_tokens_q = k.req_int("num_heavy_tokens_q");
       c.num_heavy_tokens_kv = k.req_int("num_heavy_tokens_kv");
       c.num_routed_kv = k.get_int("num_routed_kv", c.num_routed_kv);
+      read_routed_attention_kwargs(k, c);
       c.has_light_attn = k.get_bool("has_light_attn", c.has_light_attn);
-      c.light_dim_head = k.get_int("light_dim_head", c.light_dim_head);
-      c.light_heads = k.get_int("light_heads", c.light_heads);
-      c.light_window_size = k.get_int("light_window_size", c.light_window_size);
-      c.heavy_dim_head = k.get_int("heavy_dim_head", c.heavy_dim_head);
-      c.heavy_heads = k.get_int("heavy_heads", c.heavy_heads);
-      c.router_straight_through = k.get_bool("router_straight_through", c.router_straight_through);
-      c.router_kwargs = parse_router_kwargs(k);
-      c.multiply_keys_by_score = k.get_bool("multiply_keys_by_score", c.multiply_keys_by_score);
-      c.multiply_queries_by_score = k.get_bool("multiply_queries_by_score", c.multiply_queries_by_score);
-      c.use_triton = k.get_bool("use_triton", c.use_triton);
-      c.use_null_q_tokens = k.get_bool("use_null_q_tokens", c.use_null_q_tokens);
-      c.use_flash_attn = k.get_bool("use_flash_attn", c.use_flash_attn);
-      c.rotary_emb = k.get_bool("rotary_emb", c.rotary_emb);
       Kwargs f = forward_kwargs(k, empty_object());
       auto g = std::make_shared<Generator>(gen.seed() + 1);
       RoutedAttentionCall call;
@@ -471,23 +463,11 @@ const std::map<std::string, Builder>& table() {
       c.num_heavy_attn_tokens_q = k.req_int("num_heavy_attn_tokens_q");
       c.num_heavy_attn_tokens_kv = k.req_int("num_heavy_attn_tokens_kv");
       c.num_routed_kv = k.get_int("num_routed_kv", c.num_routed_kv);
+      read_routed_attention_kwargs(k, c);
       c.num_heavy_ff_tokens = k.req_int("num_heavy_ff_tokens");
-      c.light_dim_head = k.get_int("light_dim_head", c.light_dim_head);
-      c.light_heads = k.get_int("light_heads", c.light_heads);
-      c.light_window_size = k.get_int("light_window_size", c.light_window_size);
-      c.heavy_dim_head = k.get_int("heavy_dim_head", c.heavy_dim_head);
-      c.heavy_heads = k.get_int("heavy_heads", c.heavy_heads);
       c.light_ff_mult = k.get_double("light_ff_mult", c.light_ff_mult);
       c.heavy_ff_mult = k.get_double("heavy_ff_mult", c.heavy_ff_mult);
-      c.router_straight_through = k.get_bool("router_straight_through", c.router_straight_through);
-      c.router_kwargs = parse_router_kwargs(k);
-      c.multiply_keys_by_score = k.get_bool("multiply_keys_by_score", c.multiply_keys_by_score);
-      c.multiply_queries_by_score = k.get_bool("multiply_queries_by_score", c.multiply_queries_by_score);
-      c.use_triton = k.get_bool("use_triton", c.use_triton);
-      c.use_null_q_tokens = k.get_bool("use_null_q_tokens", c.use_null_q_tokens);
-      c.use_flash_attn = k.get_bool("use_flash_attn", c.use_flash_attn);
       c.has_light_attn = k.get_bool("has_light_attn", c.has_light_attn);
-      c.rotary_emb = k.get_bool("rotary_emb", c.rotary_emb);
       Kwargs f = forward_kwargs(k, empty_object());
       auto g = std::make_shared<Generator>(gen.seed() + 1);
       TransformerBlockCall call;
@@ -505,27 +485,14 @@ const std::map<std::string, Builder>& table() {
       }, true);
     };
 
-#ifdef COLT5_RUN_HAVE_AUTOREGRESSIVE
     t["ConditionalRoutedAutoregressiveAttention"] = [](Kwargs& k, Generator& gen) {
       ConditionalRoutedAutoregressiveAttentionConfig c;
       c.dim = k.req_int("dim");
       c.num_heavy_tokens_q = k.req_int("num_heavy_tokens_q");
       c.num_heavy_tokens_kv = k.req_int("num_heavy_tokens_kv");
       c.num_routed_kv = k.get_int("num_routed_kv", c.num_routed_kv);
-      c.light_dim_head = k.get_int("light_dim_head", c.light_dim_head);
-      c.light_heads = k.get_int("light_heads", c.light_heads);
-      c.light_window_size = k.get_int("light_window_size", c.light_window_size);
+      read_routed_attention_kwargs(k, c);
       c.heavy_window_size = k.get_opt_int("heavy_window_size", c.heavy_window_size);
-      c.heavy_dim_head = k.get_int("heavy_dim_head", c.heavy_dim_head);
-      c.heavy_heads = k.get_int("heavy_heads", c.heavy_heads);
-      c.router_straight_through = k.get_bool("router_straight_through", c.router_straight_through);
-      c.router_kwargs = parse_router_kwargs(k);
-      c.multiply_keys_by_score = k.get_bool("multiply_keys_by_score", c.multiply_keys_by_score);
-      c.multiply_queries_by_score = k.get_bool("multiply_queries_by_score", c.multiply_queries_by_score);
-      c.use_triton = k.get_bool("use_triton", c.use_triton);
-      c.use_null_q_tokens = k.get_bool("use_null_q_tokens", c.use_null_q_tokens);
-      c.use_flash_attn = k.get_bool("use_flash_attn", c.use_flash_attn);
-      c.rotary_emb = k.get_bool("rotary_emb", c.rotary_emb);
       Kwargs f = forward_kwargs(k, empty_object());
       auto g = std::make_shared<Generator>(gen.seed() + 1);
       RoutedAttentionCall call;
@@ -540,9 +507,7 @@ const std::map<std::string, Builder>& table() {
         return Outputs{{"output", m->forward(in.input, call)}};
       });
     };
-#endif
 
-#ifdef COLT5_RUN_HAVE_CROSS
     t["ConditionalRoutedCrossAttention"] = [](Kwargs& k, Generator& gen) {
       ConditionalRoutedCrossAttentionConfig c;
       c.dim = k.req_int("dim");
@@ -581,9 +546,7 @@ const std::map<std::string, Builder>& table() {
       r.takes_context = r.takes_context_mask = true;
       return r;
     };
-#endif
 
-#ifdef COLT5_RUN_HAVE_IMAGE
     t["ConditionalRoutedImageAttention"] = [](Kwargs& k, Generator& gen) {
       ConditionalRoutedImageAttentionConfig c;
       c.dim = k.req_int("dim");
@@ -627,9 +590,7 @@ const std::map<std::string, Builder>& table() {
         return Outputs{{"output", m->forward(x, in.mask, call)}};
       }, true);
     };
-#endif
 
-#ifdef COLT5_RUN_HAVE_VIT
     t["ConditionalRoutedViT"] = [](Kwargs& k, Generator& gen) {
       ConditionalRoutedViTConfig c;
       // image_size / patch_size: an integer or a pair [h, w] (the package's pair()).
@@ -677,7 +638,6 @@ const std::map<std::string, Builder>& table() {
         return Outputs{{"output", m->forward(x)}};
       });
     };
-#endif
 
     // ---- bare ops (the package's function keyword arguments, flat)
     t["coor_descent"] = [](Kwargs& k, Generator&) {
@@ -732,25 +692,6 @@ const std::map<std::string, Builder>& table() {
       return r;
     };
 
-    // ---- layers from headers that may not be in this build
-    auto unavailable = [](const std::string& name) {
-      return [name](Kwargs& k, Generator&) -> Runnable {
-        k.err(name + " is not available in this build (its layer is not compiled in)");
-      };
-    };
-#ifndef COLT5_RUN_HAVE_AUTOREGRESSIVE
-    t["ConditionalRoutedAutoregressiveAttention"] = unavailable("ConditionalRoutedAutoregressiveAttention");
-#endif
-#ifndef COLT5_RUN_HAVE_CROSS
-    t["ConditionalRoutedCrossAttention"] = unavailable("ConditionalRoutedCrossAttention");
-#endif
-#ifndef COLT5_RUN_HAVE_IMAGE
-    t["ConditionalRoutedImageAttention"] = unavailable("ConditionalRoutedImageAttention");
-#endif
-#ifndef COLT5_RUN_HAVE_VIT
-    t["ConditionalRoutedViT"] = unavailable("ConditionalRoutedViT");
-#endif
-    (void)unavailable;
     return t;
   }();
   return t;
