@@ -2,6 +2,7 @@
 #pragma once
 #include "engine/allocator.h"
 #include "engine/autograd.h"
+#include "engine/checkpoint.h"
 #include "engine/device.h"
 #include "engine/dtype.h"
 #include "engine/generator.h"

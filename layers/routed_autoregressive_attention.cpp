@@ -15,6 +15,7 @@
 #include "ops/routing.h"
 #include "ops/shape_ops.h"
 #include "ops/topk.h"
+#include "engine/checkpoint.h"
 
 namespace colt5 {
 
@@ -81,6 +82,7 @@ ConditionalRoutedAutoregressiveAttention::ConditionalRoutedAutoregressiveAttenti
   COLT5_CHECK(c.num_heavy_tokens_q >= 1 && c.num_heavy_tokens_kv >= 1, who,
               ": num_heavy_tokens_q and num_heavy_tokens_kv must be >= 1, got ", c.num_heavy_tokens_q, " and ",
               c.num_heavy_tokens_kv);
+  COLT5_CHECK(c.heavy_chunk_bytes >= 1, who, ": heavy_chunk_bytes must be >= 1, got ", c.heavy_chunk_bytes);
   COLT5_CHECK(c.num_routed_kv >= 1, who, ": num_routed_kv must be >= 1, got ", c.num_routed_kv);
   COLT5_CHECK(c.heavy_heads > 0 && c.heavy_dim_head > 0, who, ": heavy_heads and heavy_dim_head must be positive");
   COLT5_CHECK(c.heavy_heads % c.num_routed_kv == 0, who, ": heavy_heads (", c.heavy_heads,
@@ -196,32 +198,68 @@ Tensor ConditionalRoutedAutoregressiveAttention::forward(const Tensor& x, const 
   Tensor wkv = A.to_kv->weight.view({h, 2, dh, D});
   Tensor k_all = linear(xn, wkv.select(1, 0).reshape({h * dh, D}));  // (B, Np, h dh)
   Tensor v_all = linear(xn, wkv.select(1, 1).reshape({h * dh, D}));
-
+  // Rotary rotates a key by its own position, so it is applied once per token
+  // here rather than to every gathered copy (it is linear: commutes with the
+  // multiplication by the routing score).
+  if (rotary_emb)
+    k_all = apply_rotary(k_all.view({B, Np, h, dh}).permute({0, 2, 1, 3}), arange(Np, iopt), inv_freq)
+                .permute({0, 2, 1, 3})
+                .reshape({B, Np, h * dh});
   AttentionOptions ao;
   ao.allow_tf32 = A.config().allow_tf32;
   ao.fused = A.config().fused;
+  // Windows are processed in chunks of `nc`, each one checkpointed: the
+  // gathered keys/values of a chunk (B nc ntkv tokens per route) exist only
+  // while that chunk's attention runs, in the forward and again in the
+  // backward, instead of for every window at once. Sized so that a chunk's
+  // gathered keys + values stay near heavy_chunk_bytes.
+  const int64_t tok_bytes = 2 * (h / R) * dh * static_cast<int64_t>(dtype_size(x.dtype()));
+  const int64_t nc = std::clamp<int64_t>(c.heavy_chunk_bytes / std::max<int64_t>(1, B * nk * tok_bytes), 1, nwq);
   std::vector<Tensor> outs;
   for (int64_t r = 0; r < R; ++r) {  // each route's heads see only that route's key/values
     Tensor kr = k_all.narrow(2, r * hr * dh, hr * dh), vr = v_all.narrow(2, r * hr * dh, hr * dh);  // (B, Np, hr dh)
-    Tensor mask_r, kpos;
-    if (route_kv) {
-      Tensor idx = kv_idx.select(2, r), sc = kv_scores.select(2, r);  // (B, nwq, ntkv)
-      kr = c.multiply_keys_by_score ? gather_tokens_scaled(kr, idx, sc) : gather_tokens(kr, idx);
-      vr = gather_tokens_scaled(vr, idx, sc);  // (B, nwq, ntkv, hr dh)
-      mask_r = kv_valid.select(2, r).reshape({rows, nk});
-      kpos = idx.reshape({rows, 1, nk});
-    } else {  // every token of the padded sequence, prefix-masked (Np <= num_heavy_tokens_kv: bounded)
-      kr = kr.unsqueeze(1).expand({B, nwq, Np, hr * dh});
-      vr = vr.unsqueeze(1).expand({B, nwq, Np, hr * dh});
-      mask_r = lt(arange(Np, iopt).view({1, 1, Np}), limit.view({1, nwq, 1})).expand({B, nwq, Np}).reshape({rows, Np});
-      kpos = arange(Np, iopt);
-    }
-    kr = kr.reshape({rows, nk, hr, dh}).permute({0, 2, 1, 3});  // (rows, hr, nk, dh)
-    vr = vr.reshape({rows, nk, hr, dh}).permute({0, 2, 1, 3});
-    if (rotary_emb) kr = apply_rotary(kr, kpos, inv_freq);
+    Tensor qr = q.narrow(1, r * hr, hr).reshape({B, nwq, hr, nq, dh});
     ao.null_k = A.null_kv.select(0, 0).narrow(0, r * hr, hr);
     ao.null_v = A.null_kv.select(0, 1).narrow(0, r * hr, hr);
-    outs.push_back(attention(q.narrow(1, r * hr, hr), kr, vr, mask_r, ao));  // (rows, hr, nq, dh)
+    std::vector<Tensor> chunks;
+    for (int64_t w0 = 0; w0 < nwq; w0 += nc) {
+      const int64_t n = std::min(nc, nwq - w0);
+      Tensor qc = qr.narrow(1, w0, n).reshape({B * n, hr, nq, dh});
+      if (!route_kv) {  // every token of the padded sequence, prefix-masked (Np <= num_heavy_tokens_kv: bounded)
+        Tensor mask = lt(arange(Np, iopt).view({1, 1, Np}), limit.narrow(0, w0, n).view({1, n, 1}))
+                          .expand({B, n, Np})
+                          .reshape({B * n, Np});
+        Tensor kc = kr.unsqueeze(1).expand({B, n, Np, hr * dh}).reshape({B * n, Np, hr, dh}).permute({0, 2, 1, 3});
+        Tensor vc = vr.unsqueeze(1).expand({B, n, Np, hr * dh}).reshape({B * n, Np, hr, dh}).permute({0, 2, 1, 3});
+        chunks.push_back(attention(qc, kc, vc, mask, ao));
+        continue;
+      }
+      Tensor idx = kv_idx.select(2, r).narrow(1, w0, n), sc = kv_scores.select(2, r).narrow(1, w0, n);  // (B, n, ntkv)
+      Tensor mask = kv_valid.select(2, r).narrow(1, w0, n).reshape({B * n, nk});
+      const bool scale_keys = c.multiply_keys_by_score;
+      AttentionOptions aoc = ao;  // null key/value come in as inputs (they need gradients)
+      aoc.null_k = aoc.null_v = Tensor();
+      chunks.push_back(checkpoint(
+          [=](const std::vector<Tensor>& in) {
+            // in: q chunk, route keys, route values, scores, null_k, null_v
+            AttentionOptions o = aoc;
+            o.null_k = in[4];
+            o.null_v = in[5];
+            Tensor kg = scale_keys ? gather_tokens_scaled(in[1], idx, in[3]) : gather_tokens(in[1], idx);
+            Tensor vg = gather_tokens_scaled(in[2], idx, in[3]);  // (B, n, ntkv, hr dh)
+            kg = kg.reshape({B * n, nk, hr, dh}).permute({0, 2, 1, 3});  // (B n, hr, nk, dh)
+            vg = vg.reshape({B * n, nk, hr, dh}).permute({0, 2, 1, 3});
+            return attention(in[0], kg, vg, mask, o);
+          },
+          {qc, kr, vr, sc, ao.null_k, ao.null_v}));
+    }
+    Tensor oc = chunks[0];  // (B n, hr, nq, dh) per chunk
+    if (chunks.size() > 1) {  // back to (B, nwq) row order
+      std::vector<Tensor> per;
+      for (const Tensor& t : chunks) per.push_back(t.reshape({B, t.size(0) / B, hr, nq, dh}));
+      oc = cat(per, 1).reshape({rows, hr, nq, dh});
+    }
+    outs.push_back(oc);  // (rows, hr, nq, dh)
   }
   Tensor o = R == 1 ? outs[0] : cat(outs, 1);  // (rows, h, nq, dh)
   Tensor routed_out = A.to_out->forward(o.permute({0, 2, 1, 3}).reshape({B, nwq * nq, h * dh}));  // (B, nwq nq, D)

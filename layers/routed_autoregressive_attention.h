@@ -24,8 +24,10 @@
 // ((B, nw-1, R, N_pad) scalars, no D); the heavy branch normalises and
 // projects every token once (keys / values of all heads, (B, N_pad, h dh)
 // each) and gathers the routed keys / values straight from those
-// projections with the global indices, one route at a time. Memory is
-// O(N D + nw * num_heavy_tokens_kv * h dh).
+// projections with the global indices, one route and one chunk of windows at
+// a time; each chunk is checkpointed (engine/checkpoint.h), so its gathered
+// keys/values are rebuilt in the backward instead of kept. Memory is
+// O(N D + nw * num_heavy_tokens_kv * R) plus one chunk (heavy_chunk_bytes).
 // The heavy branch computes exactly what heavy_attn.forward computes on the
 // routed tokens (SPEC §3.1), with rotary positions the tokens' global positions.
 #pragma once
@@ -60,6 +62,11 @@ struct ConditionalRoutedAutoregressiveAttentionConfig {
   bool use_null_q_tokens = true;
   bool use_flash_attn = false;      // accepted
   bool rotary_emb = false;
+  // Ours (not a package argument): the heavy branch runs the windows in chunks
+  // whose gathered keys + values take about this many bytes per route, each
+  // chunk checkpointed (recomputed in the backward), so no more than one
+  // chunk's gathered tokens exist at a time. Results do not depend on it.
+  int64_t heavy_chunk_bytes = int64_t(64) << 20;
 };
 
 class ConditionalRoutedAutoregressiveAttention : public Module {

@@ -177,7 +177,6 @@ TEST_CASE("layers autoregressive: equals the naive per-window implementation") {
   };
   for (const auto& k : cases) {
     INFO(k.name);
-    Generator gen(10);
     ARConfig c = small_config(8, k.W, k.ntq, k.ntkv, k.R);
     c.heavy_window_size = k.heavy_w;
     c.rotary_emb = k.rotary;
@@ -186,12 +185,17 @@ TEST_CASE("layers autoregressive: equals the naive per-window implementation") {
     c.use_null_q_tokens = k.null_q;
     c.router_straight_through = k.straight;
     if (!k.straight) c.router_kwargs = kSoft;
-    ConditionalRoutedAutoregressiveAttention a(c, gen);
-    a.to(DType::f64);
-    Tensor x = randn64({2, k.N, 8}, 11);
-    Tensor y = a.forward(x);
-    Tensor want = naive_autoregressive(a, x, k.ntq, k.ntkv);
-    check_close(y, want, 1e-9, 1e-11);
+    for (int64_t chunk : {int64_t(64) << 20, int64_t(1), int64_t(2000)}) {  // all windows / one / a few per chunk
+      INFO("heavy_chunk_bytes " << chunk);
+      c.heavy_chunk_bytes = chunk;
+      Generator g(10);
+      ConditionalRoutedAutoregressiveAttention a(c, g);
+      a.to(DType::f64);
+      Tensor x = randn64({2, k.N, 8}, 11);
+      Tensor y = a.forward(x);
+      Tensor want = naive_autoregressive(a, x, k.ntq, k.ntkv);
+      check_close(y, want, 1e-9, 1e-11);
+    }
   }
 }
 
@@ -242,6 +246,14 @@ TEST_CASE("layers autoregressive: f64 gradcheck, routing active and inactive") {
   a.to(DType::f64);
   Tensor x = rleaf({1, 8, 4}, 31);
   SUBCASE("routing active (soft scores)") { module_gradcheck(a, {{"x", x}}, [&] { return a.forward(x); }); }
+  SUBCASE("routing active, one window per checkpointed chunk") {
+    c.heavy_chunk_bytes = 1;
+    Generator g1(30);
+    ConditionalRoutedAutoregressiveAttention a1(c, g1);
+    a1.to(DType::f64);
+    Tensor x1 = rleaf({2, 10, 4}, 35);
+    module_gradcheck(a1, {{"x", x1}}, [&] { return a1.forward(x1); });
+  }
   SUBCASE("routing inactive") {
     module_gradcheck(a, {{"x", x}}, [&] {
       return a.forward(x, {.num_heavy_tokens_q = 3, .num_heavy_tokens_kv = 9});
@@ -250,27 +262,31 @@ TEST_CASE("layers autoregressive: f64 gradcheck, routing active and inactive") {
   SUBCASE("straight-through scores, default router settings: gradients equal the naive oracle's") {
     // (finite differences see no dependence on the routers through scores that are exactly 1;
     // the straight-through gradient is compared with autograd through the naive implementation)
-    Generator g2(32);
-    ConditionalRoutedAutoregressiveAttention s({.dim = 4, .num_heavy_tokens_q = 2, .num_heavy_tokens_kv = 3,
-                                                .num_routed_kv = 2, .light_dim_head = 2, .light_heads = 2,
-                                                .light_window_size = 3, .heavy_dim_head = 2, .heavy_heads = 2},
-                                               g2);
-    s.to(DType::f64);
-    Tensor xs = rleaf({2, 11, 4}, 33);
-    Tensor w = randn64({2, 11, 4}, 34);
-    auto grads = [&](bool naive) {
-      s.zero_grad();
-      xs.zero_grad();
-      Tensor y = naive ? naive_autoregressive(s, xs, 2, 3) : s.forward(xs);
-      y.backward(w);
-      std::vector<Tensor> g;
-      for (const auto& [n, t] : s.named_parameters()) g.push_back(t.grad().defined() ? t.grad().clone() : zeros_like(t));
-      g.push_back(xs.grad().clone());
-      return g;
-    };
-    std::vector<Tensor> ga = grads(false), gb = grads(true);
-    REQUIRE(ga.size() == gb.size());
-    for (size_t i = 0; i < ga.size(); ++i) check_close(ga[i], gb[i], 1e-9, 1e-11);
+    for (int64_t chunk : {int64_t(64) << 20, int64_t(1)}) {  // every window in one chunk / one per chunk
+      INFO("heavy_chunk_bytes " << chunk);
+      Generator g2(32);
+      ConditionalRoutedAutoregressiveAttention s({.dim = 4, .num_heavy_tokens_q = 2, .num_heavy_tokens_kv = 3,
+                                                  .num_routed_kv = 2, .light_dim_head = 2, .light_heads = 2,
+                                                  .light_window_size = 3, .heavy_dim_head = 2, .heavy_heads = 2,
+                                                  .heavy_chunk_bytes = chunk},
+                                                 g2);
+      s.to(DType::f64);
+      Tensor xs = rleaf({2, 11, 4}, 33);
+      Tensor w = randn64({2, 11, 4}, 34);
+      auto grads = [&](bool naive) {
+        s.zero_grad();
+        xs.zero_grad();
+        Tensor y = naive ? naive_autoregressive(s, xs, 2, 3) : s.forward(xs);
+        y.backward(w);
+        std::vector<Tensor> g;
+        for (const auto& [n, t] : s.named_parameters()) g.push_back(t.grad().defined() ? t.grad().clone() : zeros_like(t));
+        g.push_back(xs.grad().clone());
+        return g;
+      };
+      std::vector<Tensor> ga = grads(false), gb = grads(true);
+      REQUIRE(ga.size() == gb.size());
+      for (size_t i = 0; i < ga.size(); ++i) check_close(ga[i], gb[i], 1e-9, 1e-11);
+    }
   }
 }
 
