@@ -1,7 +1,10 @@
 #include "ops/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cfloat>
+#include <cstdint>
+#include <cstring>
 #include <cmath>
 #include <numeric>
 #include <sstream>
@@ -17,6 +20,9 @@
 #ifdef COLT5_WITH_CUDA
 #include "engine/cuda/memory.h"
 #include "kernels/cuda/flash_attention.h"
+#endif
+#ifdef COLT5_WITH_CUDNN
+#include "kernels/cuda/cudnn_attention.h"
 #endif
 
 namespace colt5 {
@@ -110,6 +116,229 @@ Tensor empty_like_layout(const Tensor& t, DType dt) {
   return make_tensor(shape, dt, t.device()).permute(inv);
 }
 
+// Operands as the kernels read them and the forward parameters (out and lse
+// not yet set).
+struct Prepared {
+  Tensor q, k, v, nk, nv, mask;
+  FlashAttentionParams p;
+};
+Prepared prepare(const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor& mask0, const AttentionOptions& o,
+                 const Dims& s) {
+  Prepared r;
+  r.q = as_readable(q0), r.k = as_readable(k0), r.v = as_readable(v0);
+  if (o.null_k.defined()) r.nk = o.null_k.contiguous(), r.nv = o.null_v.contiguous();
+  int64_t msb = 0, msh = 0;
+  if (mask0.defined()) {
+    r.mask = (mask0.size(-1) > 1 && mask0.stride(-1) != 1) ? mask0.contiguous() : mask0;
+    msb = r.mask.size(0) == 1 ? 0 : r.mask.stride(0);
+    msh = (r.mask.dim() == 3 && r.mask.size(1) != 1) ? r.mask.stride(1) : 0;
+  }
+  FlashAttentionParams& p = r.p;
+  p.dtype = q0.dtype();
+  p.B = s.B, p.H = s.H, p.Nq = s.Nq, p.Nk = s.Nk, p.d = s.d;
+  p.scale = scale_of(o, s.d);
+  p.causal = o.causal;
+  p.allow_tf32 = o.allow_tf32;
+  p.q = r.q.data_ptr(), p.q_stride = strides_of(r.q);
+  p.k = r.k.data_ptr(), p.k_stride = strides_of(r.k);
+  p.v = r.v.data_ptr(), p.v_stride = strides_of(r.v);
+  if (r.mask.defined()) {
+    p.mask = static_cast<const uint8_t*>(r.mask.data_ptr());
+    p.mask_stride_b = msb, p.mask_stride_h = msh;
+  }
+  if (r.nk.defined()) p.null_k = r.nk.data_ptr(), p.null_v = r.nv.data_ptr();
+  return r;
+}
+
+// The strides empty_like_layout(t) will have (for planning before allocating).
+AttnStrides layout_strides(const Tensor& t) {
+  const int n = t.dim();
+  std::vector<int> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end() - 1, [&](int a, int b) { return t.stride(a) > t.stride(b); });
+  std::vector<int64_t> st(n);
+  int64_t acc = 1;
+  for (int i = n - 1; i >= 0; --i) {
+    st[order[i]] = acc;
+    acc *= t.size(order[i]);
+  }
+  return {st[0], st[1], st[2]};
+}
+
+#ifdef COLT5_WITH_CUDNN
+bool same_strides(const AttnStrides& a, const AttnStrides& b) { return a.b == b.b && a.h == b.h && a.n == b.n; }
+#endif
+
+std::atomic<AttentionBackend> g_backend{AttentionBackend::Auto};
+
+AttentionBackend resolve(AttentionBackend b) { return b == AttentionBackend::Default ? g_backend.load() : b; }
+
+// ---- the cuDNN route: one selector for the op and attention_backend_for.
+struct CudnnRoute {
+  bool use = false;
+  std::string why;      // when !use: the reason
+  bool padded = false;  // per-batch key lengths in `lens`
+  Tensor lens;          // device: int32 q_len (B) at 0, kv_len (B) at kv_offset int32s (i64 storage)
+  int64_t kv_offset = 0;
+  size_t fwd_ws = 0;
+#ifdef COLT5_WITH_CUDNN
+  kernels::cuda::CudnnSeqLens seq() const {
+    const int32_t* base = static_cast<const int32_t*>(lens.data_ptr());
+    return {base, base + kv_offset};
+  }
+#endif
+};
+
+#ifdef COLT5_WITH_CUDNN
+// Per-batch key lengths when `mask` keeps a prefix 0..len_b-1 of the keys,
+// the same for every head, len_b >= 1; empty (and *why) otherwise.
+std::vector<int32_t> prefix_lengths(const Tensor& mask, const Dims& s, std::string* why) {
+  const Tensor m = mask.to(Device::cpu()).contiguous();
+  const std::vector<double> v = m.to_vector<double>();
+  const int64_t mb = m.size(0), mh = m.dim() == 3 ? m.size(1) : 1, nk = s.Nk;
+  std::vector<int32_t> lens(s.B);
+  for (int64_t b = 0; b < s.B; ++b) {
+    int64_t len = -1;
+    for (int64_t h = 0; h < mh; ++h) {
+      const double* row = v.data() + ((mb == 1 ? 0 : b) * mh + h) * nk;
+      int64_t l = 0;
+      while (l < nk && row[l] != 0) ++l;
+      for (int64_t j = l; j < nk; ++j)
+        if (row[j] != 0) {
+          *why = "the key mask is not a prefix of kept keys (batch " + std::to_string(b) + ")";
+          return {};
+        }
+      if (len >= 0 && l != len) {
+        *why = "the key mask differs between heads (batch " + std::to_string(b) + ")";
+        return {};
+      }
+      len = l;
+    }
+    if (len == 0) {
+      *why = "the key mask hides every key of batch " + std::to_string(b);
+      return {};
+    }
+    lens[b] = int32_t(len);
+  }
+  return lens;
+}
+#endif
+
+// p: the forward parameters of our kernels (pointers may be null while
+// planning); grad: whether the backward will run. Decides Ours vs cuDNN.
+CudnnRoute route_cudnn(const FlashAttentionParams& p, const Tensor& mask, const Dims& s, const AttentionOptions& o,
+                       const Tensor& q, const Tensor& k, const Tensor& v, Device dev, bool grad) {
+  CudnnRoute r;
+  auto ours = [&r](std::string why) {
+    r.why = std::move(why);
+    return r;
+  };
+  const AttentionBackend b = resolve(o.backend);
+  if (b == AttentionBackend::Ours) return ours("backend Ours");
+#ifndef COLT5_WITH_CUDNN
+  (void)p, (void)mask, (void)s, (void)q, (void)k, (void)v, (void)dev, (void)grad;
+  r.why = "built without cuDNN (COLT5_CUDNN)";
+  return r;
+#else
+  if (!dev.is_cuda()) return ours("not a CUDA tensor");
+  if (p.dtype != DType::bf16 && p.dtype != DType::f16) return ours(std::string("dtype ") + dtype_name(p.dtype));
+  if (b == AttentionBackend::Auto &&
+      double(s.B) * double(s.H) * double(s.Nq) * double(s.Nk) < double(kAttentionCudnnMinPairs))
+    return ours("Auto: B*H*Nq*Nk below kAttentionCudnnMinPairs");
+  if (b == AttentionBackend::Auto && mask.defined())
+    return ours("Auto: a key mask (checking it syncs with the device; backend Cudnn checks it)");
+  FlashAttentionParams pc = p;
+  pc.mask = nullptr, pc.mask_stride_b = pc.mask_stride_h = 0;
+  if (std::string bad = kernels::cuda::cudnn_attention_check(pc, false); !bad.empty()) return ours(bad);
+  std::vector<int32_t> lens;
+  if (mask.defined()) {
+    lens = prefix_lengths(mask, s, &r.why);
+    if (lens.empty()) return ours(r.why);
+    const bool all = std::all_of(lens.begin(), lens.end(), [&](int32_t l) { return l == s.Nk; });
+    if (!all && o.causal) return ours("causal with a key mask that hides keys");
+    r.padded = !all;
+  }
+  cuda::DeviceGuard guard(dev.index);
+  if (!kernels::cuda::cudnn_attention_forward_plan(pc, r.padded, dev.index, &r.fwd_ws, &r.why)) return ours(r.why);
+  if (grad) {
+    FlashAttentionParams pb = pc;
+    pb.dout_stride = pc.out_stride;  // the backward hands cuDNN dout in out's layout
+    pb.dq_stride = layout_strides(q), pb.dk_stride = layout_strides(k), pb.dv_stride = layout_strides(v);
+    size_t ws = 0;
+    if (!kernels::cuda::cudnn_attention_backward_plan(pb, r.padded, dev.index, &ws, &r.why)) return ours(r.why);
+  }
+  if (r.padded) {  // int32 q_len then kv_len, each starting 16-byte aligned, in i64 storage
+    const int64_t seg = (s.B + 3) / 4 * 4;
+    std::vector<int32_t> host(2 * seg, 0);
+    for (int64_t i = 0; i < s.B; ++i) host[i] = int32_t(s.Nq), host[seg + i] = lens[i];
+    std::vector<int64_t> packed(seg);
+    std::memcpy(packed.data(), host.data(), host.size() * sizeof(int32_t));
+    r.lens = from_vector_i64(packed, {seg}, {.dtype = DType::i64, .device = dev});
+    r.kv_offset = seg;
+  }
+  r.use = true;
+  return r;
+#endif
+}
+
+// The fused op on cuDNN (route.use): forward now, backward recorded.
+Tensor attention_cudnn(const FlashAttentionParams& p0, CudnnRoute route, const Tensor& q, const Tensor& k,
+                       const Tensor& v, Tensor& out, const Tensor& lse, bool grad) {
+#ifndef COLT5_WITH_CUDNN
+  (void)p0, (void)route, (void)q, (void)k, (void)v, (void)lse, (void)grad;
+  COLT5_FAIL("attention: built without cuDNN");
+  return out;
+#else
+  const Device dev = q.device();
+  const DType dt = p0.dtype;
+  FlashAttentionParams p = p0;
+  p.mask = nullptr, p.mask_stride_b = p.mask_stride_h = 0;
+  {
+    cuda::DeviceGuard guard(dev.index);
+    cuda::Workspace ws(route.fwd_ws, dev.index);
+    const kernels::cuda::CudnnSeqLens seq = route.padded ? route.seq() : kernels::cuda::CudnnSeqLens{};
+    kernels::cuda::cudnn_attention_forward(p, route.padded ? &seq : nullptr, ws.get(), route.fwd_ws, dev.index,
+                                           cuda::current_stream(dev.index));
+  }
+  if (grad) {
+    Tensor qd = q.detach(), kd = k.detach(), vd = v.detach(), od = out.detach();
+    record(out, "attention", {q, k, v},
+           [p, qd, kd, vd, od, lse, dt, dev, route](const Tensor& g0) {
+             Tensor g = g0.dtype() == dt ? g0 : g0.to(dt);
+             // cuDNN's backward plan was built for dout in out's layout, 16-byte aligned.
+             if (!same_strides(strides_of(g), strides_of(od)) ||
+                 (reinterpret_cast<uintptr_t>(g.data_ptr()) & 15) != 0) {
+               Tensor g2 = empty_like_layout(od, dt);
+               g2.copy_(g);
+               g = g2;
+             }
+             Tensor dq = empty_like_layout(qd, dt), dk = empty_like_layout(kd, dt), dv = empty_like_layout(vd, dt);
+             cuda::DeviceGuard guard(dev.index);
+             if (route.padded) {  // keys past a batch's length: cuDNN need not write their rows
+               cuda::memset_zero(dk.data_ptr(), size_t(dk.numel()) * dtype_size(dt), dev.index);
+               cuda::memset_zero(dv.data_ptr(), size_t(dv.numel()) * dtype_size(dt), dev.index);
+             }
+             FlashAttentionParams bp = p;
+             bp.dout = g.data_ptr(), bp.dout_stride = strides_of(g);
+             bp.dq = dq.data_ptr(), bp.dq_stride = strides_of(dq);
+             bp.dk = dk.data_ptr(), bp.dk_stride = strides_of(dk);
+             bp.dv = dv.data_ptr(), bp.dv_stride = strides_of(dv);
+             size_t wsb = 0;
+             std::string why;
+             COLT5_CHECK(kernels::cuda::cudnn_attention_backward_plan(bp, route.padded, dev.index, &wsb, &why),
+                         "attention backward (cuDNN): no plan: ", why);
+             cuda::Workspace ws(wsb, dev.index);
+             const kernels::cuda::CudnnSeqLens seq = route.padded ? route.seq() : kernels::cuda::CudnnSeqLens{};
+             kernels::cuda::cudnn_attention_backward(bp, route.padded ? &seq : nullptr, ws.get(), wsb, dev.index,
+                                                     cuda::current_stream(dev.index));
+             return std::vector<Tensor>{dq, dk, dv};
+           },
+           {q, k, v, out});
+  }
+  return out;
+#endif
+}
+
 Tensor attention_fused(const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor& mask0,
                        const AttentionOptions& o) {
   const char* op = "attention";
@@ -132,43 +361,26 @@ Tensor attention_fused(const Tensor& q0, const Tensor& k0, const Tensor& v0, con
               describe(q0, k0, v0, mask0, o));
   if (s.d == 0) return zeros(q0.shape(), {.dtype = dt, .device = dev});
 
-  Tensor q = as_readable(q0), k = as_readable(k0), v = as_readable(v0);
-  const bool has_null = o.null_k.defined();
-  Tensor nk = has_null ? o.null_k.contiguous() : Tensor();
-  Tensor nv = has_null ? o.null_v.contiguous() : Tensor();
-  Tensor mask;
-  int64_t msb = 0, msh = 0;
-  if (mask0.defined()) {
-    mask = (mask0.size(-1) > 1 && mask0.stride(-1) != 1) ? mask0.contiguous() : mask0;
-    msb = mask.size(0) == 1 ? 0 : mask.stride(0);
-    msh = (mask.dim() == 3 && mask.size(1) != 1) ? mask.stride(1) : 0;
-  }
-
-  FlashAttentionParams p;
-  p.dtype = dt;
-  p.B = s.B, p.H = s.H, p.Nq = s.Nq, p.Nk = s.Nk, p.d = s.d;
-  p.scale = scale_of(o, s.d);
-  p.causal = o.causal;
-  p.allow_tf32 = o.allow_tf32;
-  p.q = q.data_ptr(), p.q_stride = strides_of(q);
-  p.k = k.data_ptr(), p.k_stride = strides_of(k);
-  p.v = v.data_ptr(), p.v_stride = strides_of(v);
-  if (mask.defined()) {
-    p.mask = static_cast<const uint8_t*>(mask.data_ptr());
-    p.mask_stride_b = msb, p.mask_stride_h = msh;
-  }
-  if (has_null) p.null_k = nk.data_ptr(), p.null_v = nv.data_ptr();
+  Prepared pr = prepare(q0, k0, v0, mask0, o, s);
+  const Tensor &q = pr.q, &k = pr.k, &v = pr.v, &nk = pr.nk, &nv = pr.nv, &mask = pr.mask;
+  const bool has_null = nk.defined();
+  FlashAttentionParams p = pr.p;
 
   Tensor out = empty_like_layout(q, dt);
   Tensor lse = make_tensor({s.B, s.H, s.Nq}, dt == DType::f64 ? DType::f64 : DType::f32, dev);
   p.out = out.data_ptr(), p.out_stride = strides_of(out);
   p.lse = lse.data_ptr();
+  const bool grad = needs_grad({&q, &k, &v, &nk, &nv});
+  if (dev.is_cuda() && (dt == DType::bf16 || dt == DType::f16)) {
+    CudnnRoute route = route_cudnn(p, mask, s, o, q, k, v, dev, grad);
+    if (route.use) return attention_cudnn(p, std::move(route), q, k, v, out, lse, grad);
+  }
   COLT5_ON_DEVICE(op, dev, kernels::cpu::flash_attention_forward(p), {
     cuda::DeviceGuard guard(dev.index);
     kernels::cuda::flash_attention_forward(p, nullptr, 0, cuda::current_stream(dev.index));
   });
 
-  if (needs_grad({&q, &k, &v, &nk, &nv})) {
+  if (grad) {
     Tensor qd = q.detach(), kd = k.detach(), vd = v.detach(), od = out.detach();
     Tensor nkd = has_null ? nk.detach() : Tensor(), nvd = has_null ? nv.detach() : Tensor();
     record(out, op, {q, k, v, nk, nv},
@@ -201,6 +413,54 @@ Tensor attention_fused(const Tensor& q0, const Tensor& k0, const Tensor& v0, con
 }
 
 }  // namespace
+
+void set_attention_backend(AttentionBackend backend) {
+  COLT5_CHECK(backend != AttentionBackend::Default,
+              "set_attention_backend: pass Auto, Ours or Cudnn (Default means this setting)");
+  g_backend.store(backend);
+}
+
+AttentionBackend attention_backend() { return g_backend.load(); }
+
+const char* attention_backend_name(AttentionBackend backend) {
+  switch (backend) {
+    case AttentionBackend::Default: return "default";
+    case AttentionBackend::Auto: return "auto";
+    case AttentionBackend::Ours: return "ours";
+    case AttentionBackend::Cudnn: return "cudnn";
+  }
+  return "?";
+}
+
+bool attention_cudnn_compiled() {
+#ifdef COLT5_WITH_CUDNN
+  return true;
+#else
+  return false;
+#endif
+}
+
+AttentionBackend attention_backend_for(const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor& mask0,
+                                       const AttentionOptions& o, std::string* why) {
+  const Dims s = check_attention("attention", q0, k0, v0, mask0, o);
+  auto ours = [&](const std::string& w) {
+    if (why) *why = w;
+    return AttentionBackend::Ours;
+  };
+  if (!o.fused) return ours("fused = false (the reference)");
+  const Device dev = q0.device();
+  const DType dt = q0.dtype();
+  if (!dev.is_cuda()) return ours("not a CUDA tensor");
+  if (dt != DType::bf16 && dt != DType::f16) return ours(std::string("dtype ") + dtype_name(dt));
+  if (s.d == 0) return ours("d = 0");
+  Prepared pr = prepare(q0, k0, v0, mask0, o, s);
+  pr.p.out_stride = layout_strides(pr.q);  // what the op allocates; out and lse pointers stay null (aligned)
+  const bool grad = needs_grad({&pr.q, &pr.k, &pr.v, &pr.nk, &pr.nv});
+  CudnnRoute r = route_cudnn(pr.p, pr.mask, s, o, pr.q, pr.k, pr.v, dev, grad);
+  if (!r.use) return ours(r.why);
+  if (why) why->clear();
+  return AttentionBackend::Cudnn;
+}
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
                  const AttentionOptions& opt) {

@@ -1,11 +1,21 @@
-// Benchmark: fused flash attention (kernels/cuda/flash_attention.cu) vs an
-// unfused reference on the same GPU: S = Q K^T (cuBLAS), P = softmax(scale S)
-// (kernel from the same .cu), O = P V (cuBLAS); backward dP = dO V^T,
-// dV = P^T dO, dS = scale P (dP - rowsum(P dP)), dQ = dS K, dK = dS^T Q.
-// FLOPs: forward 4 B H Nq Nk' d (Nk' counts the null key), forward+backward
-// 3.5x that (five matmuls for two). Times are medians over --iters runs after
-// warm-up, measured with CUDA events; the small "heavy" shape rotates among 8
-// input sets so that repeated runs do not just hit L2.
+// `colt5 bench attention`: every attention shape of issue 5 item 6 in one
+// table, each with forward and forward+backward milliseconds and TFLOP/s for
+//   ours     the fused kernels (kernels/cuda/flash_attention.cu, and the local
+//            attention kernels for the local rows),
+//   unfused  the reference on the same GPU: S = Q K^T (cuBLAS), P =
+//            softmax(scale S) (kernel from flash_attention.cu), O = P V
+//            (cuBLAS); backward dP = dO V^T, dV = P^T dO, dS = scale P (dP -
+//            rowsum(P dP)), dQ = dS K, dK = dS^T Q. Local rows: the unfused
+//            local_attention_reference op (tensors + autograd),
+//   cuDNN    cuDNN's fused SDPA (kernels/cuda/cudnn_attention.h) on the same
+//            buffers, where it can run the shape (bf16/f16, no null key),
+// beside the issue's target and PyTorch SDPA's figure on the H100.
+// FLOPs: forward 4 B H Nq Nk' d (Nk' counts the null key; local rows count
+// the attended pairs), forward+backward 3.5x that (five matmuls for two).
+// Times are medians over --iters runs after warm-up, measured with CUDA
+// events; the small "heavy" shapes rotate among 8 input sets so that repeated
+// runs do not just hit L2. Rows marked "probe" are extra bf16 sizes that set
+// the Auto rule of ops/attention.h (AttentionBackend).
 #include "tools/bench_flash_attention_kernels.h"
 
 #include <cstdio>
@@ -24,7 +34,13 @@
 
 #include "engine/cuda/check.h"
 #include "engine/dtype.h"
+#include "engine/tensor.h"
 #include "kernels/cuda/flash_attention.h"
+#include "ops/attention.h"
+#include "tools/bench_local_attention.h"
+#ifdef COLT5_WITH_CUDNN
+#include "kernels/cuda/cudnn_attention.h"
+#endif
 
 namespace {
 
@@ -50,6 +66,8 @@ struct Shape {
   bool tf32;
   double target_ms;  // fwd+bwd target, 0 = none
   double sdpa_ms;    // PyTorch SDPA fwd+bwd on an H100 (from the issue), 0 = unknown
+  bool causal = false;
+  bool probe = false;  // extra size for the Auto rule
 };
 
 struct Dev {
@@ -150,7 +168,28 @@ struct Row {
   std::string name;
   double fwd = 0, bwd = 0, fb = 0, ufwd = 0, ufb = 0, flops_fwd = 0, target = 0, sdpa = 0;
   double err_out = -1, err_dq = -1, err_dk = -1, err_dv = -1;
+  double cfwd = 0, cfb = 0;  // cuDNN, 0 = not run
+  std::string cudnn_note;    // why cuDNN did not run
+  double cerr[4] = {-1, -1, -1, -1};  // cuDNN vs ours: out, dq, dk, dv
+  double pairs = 0;          // local rows: attended pairs (for ps/pair); dense: B H Nq Nk'
+  bool local = false;
+  std::string dispatch;      // what attention() picks for this shape under Auto (no mask)
 };
+
+// What the op (ops/attention.h) runs for inputs of this shape with
+// AttentionBackend::Auto, no key mask, gradients needed.
+std::string auto_dispatch(const Shape& s) {
+  using namespace colt5;
+  const Device gpu = Device::cuda(0);
+  const Options o{.dtype = s.dt, .device = gpu};
+  Tensor q = empty({s.B, s.H, s.Nq, s.d}, o).requires_grad_(), k = empty({s.B, s.H, s.Nk, s.d}, o);
+  AttentionOptions opt;
+  opt.causal = s.causal;
+  opt.allow_tf32 = s.tf32;
+  opt.backend = AttentionBackend::Auto;
+  if (s.null_kv) opt.null_k = opt.null_v = empty({s.H, s.d}, o);
+  return attention_backend_name(attention_backend_for(q, k, k, {}, opt));
+}
 
 Row run_shape(const Shape& s, int iters, bool unfused, bool variants, cublasHandle_t handle) {
   const int64_t B = s.B, H = s.H, Nq = s.Nq, Nk = s.Nk, d = s.d, BH = B * H;
@@ -161,7 +200,14 @@ Row run_shape(const Shape& s, int iters, bool unfused, bool variants, cublasHand
   const int it = small ? std::max(iters, 50) : iters;
   Row row;
   row.name = s.name;
-  row.flops_fwd = 4.0 * double(BH) * double(Nq) * double(Nk_eff) * double(d);
+  // Causal: the visible pairs (bottom-right aligned), not the full rectangle.
+  double pairs = double(Nq) * double(Nk_eff);
+  if (s.causal) {
+    pairs = 0;
+    for (int64_t i = 0; i < Nq; ++i) pairs += double(std::clamp<int64_t>(i + (Nk - Nq) + 1, 0, Nk));
+  }
+  row.pairs = double(BH) * pairs;
+  row.flops_fwd = 4.0 * row.pairs * double(d);
   row.target = s.target_ms;
   row.sdpa = s.sdpa_ms;
 
@@ -195,6 +241,7 @@ Row run_shape(const Shape& s, int iters, bool unfused, bool variants, cublasHand
     p.allow_tf32 = s.tf32;
     p.B = B, p.H = H, p.Nq = Nq, p.Nk = Nk, p.d = d;
     p.scale = 1.0 / std::sqrt(double(d));
+    p.causal = s.causal;
     p.q = q[i]->p, p.k = k[i]->p, p.v = v[i]->p;
     p.q_stride = p.out_stride = p.dout_stride = p.dq_stride = colt5::kernels::strides_bhnd(H, Nq, d);
     p.k_stride = p.v_stride = p.dk_stride = p.dv_stride = colt5::kernels::strides_bhnd(H, Nk, d);
@@ -253,7 +300,62 @@ Row run_shape(const Shape& s, int iters, bool unfused, bool variants, cublasHand
     fc::set_flash_attention_variants(-1, -1);
   }
 
-  if (unfused) {
+  // cuDNN's fused SDPA on the same inputs (own outputs), checked against ours on set 0.
+#ifdef COLT5_WITH_CUDNN
+  if (s.dt == DType::f32) row.cudnn_note = "f32 n/a";
+  else if (s.null_kv) row.cudnn_note = "null kv n/a";
+  else {
+    std::vector<std::unique_ptr<Dev>> co, clse, cdq, cdk, cdv;
+    for (int i = 0; i < nsets; ++i) {
+      co.emplace_back(new Dev(nq * es));
+      clse.emplace_back(new Dev(size_t(BH * Nq) * 4));
+      cdq.emplace_back(new Dev(nq * es));
+      cdk.emplace_back(new Dev(nk * es));
+      cdv.emplace_back(new Dev(nk * es));
+    }
+    auto cparams = [&](int i) {
+      FlashAttentionParams p = params(i);
+      p.out = co[i]->p, p.lse = clse[i]->p, p.dq = cdq[i]->p, p.dk = cdk[i]->p, p.dv = cdv[i]->p;
+      return p;
+    };
+    size_t fws = 0, bws = 0;
+    std::string why;
+    const bool ok = fc::cudnn_attention_forward_plan(cparams(0), false, 0, &fws, &why) &&
+                    fc::cudnn_attention_backward_plan(cparams(0), false, 0, &bws, &why);
+    if (!ok) {
+      row.cudnn_note = "declined";
+      std::printf("  %-28s cuDNN declined: %s\n", s.name, why.c_str());
+    } else {
+      Dev cws(std::max(fws, bws));
+      auto cf = [&](int i) { fc::cudnn_attention_forward(cparams(i % nsets), nullptr, cws.p, fws, 0, nullptr); };
+      auto cb = [&](int i) { fc::cudnn_attention_backward(cparams(i % nsets), nullptr, cws.p, bws, 0, nullptr); };
+      row.cfwd = time_ms(3, it, cf);
+      row.cfb = time_ms(3, it, [&](int i) {
+        cf(i);
+        cb(i);
+      });
+      // Both backends on set 0, then compare.
+      const FlashAttentionParams p0 = params(0);
+      fc::flash_attention_forward(p0, nullptr, 0, nullptr);
+      fc::flash_attention_backward(p0, ws.p, ws_bytes, nullptr);
+      cf(0);
+      cb(0);
+      CUDA_CHECK(cudaDeviceSynchronize());
+      row.cerr[0] = rel_err(to_host(co[0]->p, nq, s.dt), to_host(o[0]->p, nq, s.dt));
+      row.cerr[1] = rel_err(to_host(cdq[0]->p, nq, s.dt), to_host(dq[0]->p, nq, s.dt));
+      row.cerr[2] = rel_err(to_host(cdk[0]->p, nk, s.dt), to_host(dk[0]->p, nk, s.dt));
+      row.cerr[3] = rel_err(to_host(cdv[0]->p, nk, s.dt), to_host(dv[0]->p, nk, s.dt));
+      std::printf("  %-28s cuDNN   fwd %8.3f ms  fwd+bwd %8.3f ms  (cuDNN vs ours rel err: out %.1e dq %.1e dk %.1e "
+                  "dv %.1e)\n",
+                  s.name, row.cfwd, row.cfb, row.cerr[0], row.cerr[1], row.cerr[2], row.cerr[3]);
+      std::fflush(stdout);
+    }
+  }
+#else
+  row.cudnn_note = "no cuDNN build";
+#endif
+
+  if (unfused && !s.probe) {
     // Keys with the null key copied in front (the unfused form needs the copy).
     const int64_t Nke = Nk_eff;
     const int m = int(Nke);
@@ -335,11 +437,23 @@ Row run_shape(const Shape& s, int iters, bool unfused, bool variants, cublasHand
   return row;
 }
 
+// "12.345" or "-" for 0.
+std::string ms_cell(double ms) {
+  char b[32] = "-";
+  if (ms > 0) std::snprintf(b, sizeof b, "%.3f", ms);
+  return b;
+}
+std::string tf_cell(double flops, double ms) {
+  char b[32] = "-";
+  if (ms > 0) std::snprintf(b, sizeof b, "%.0f", flops / (ms * 1e-3) / 1e12);
+  return b;
+}
+
 }  // namespace
 
 int bench_flash_attention_kernels(int argc, char** argv) {
   int iters = 10;
-  bool unfused = true, variants = false;
+  bool unfused = true, variants = false, local = true, probes = true;
   std::string only;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -347,18 +461,27 @@ int bench_flash_attention_kernels(int argc, char** argv) {
     else if (a == "--only" && i + 1 < argc) only = argv[++i];
     else if (a == "--no-unfused") unfused = false;
     else if (a == "--variants") variants = true;
+    else if (a == "--no-local") local = false;
+    else if (a == "--no-probes") probes = false;
     else {
-      std::fprintf(stderr, "usage: bench_flash_attention_kernels [--iters N] [--only NAME] [--no-unfused] [--variants]\n");
+      std::fprintf(stderr,
+                   "usage: bench attention [--iters N] [--only TEXT] [--no-unfused] [--no-local] [--no-probes] "
+                   "[--variants]\n");
       return 2;
     }
   }
   int dev = 0;
   cudaDeviceProp prop{};
   if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess) {
-    std::printf("bench_flash_attention_kernels: no CUDA device\n");
+    std::printf("bench attention: no CUDA device\n");
     return 0;
   }
-  std::printf("flash attention benchmark on %s (%d SMs)\n", prop.name, prop.multiProcessorCount);
+  std::printf("attention benchmark on %s (%d SMs)", prop.name, prop.multiProcessorCount);
+#ifdef COLT5_WITH_CUDNN
+  std::printf(", cuDNN %lld\n", (long long)fc::cudnn_runtime_version());
+#else
+  std::printf(", built without cuDNN (COLT5_CUDNN)\n");
+#endif
   const Shape shapes[] = {
       {"heavy 2x8x1024x(1024+1)x64", 2, 8, 1024, 1024, 64, true, DType::f32, true, 0.5, 0.82},
       {"heavy 2x8x1024x(1024+1)x64", 2, 8, 1024, 1024, 64, true, DType::f32, false, 0, 0},
@@ -366,28 +489,94 @@ int bench_flash_attention_kernels(int argc, char** argv) {
       {"2x8x8192x8192x64", 2, 8, 8192, 8192, 64, false, DType::f32, true, 22, 27.7},
       {"2x8x8192x8192x64", 2, 8, 8192, 8192, 64, false, DType::bf16, true, 3.5, 2.19},
       {"4x16x4096x4096x128", 4, 16, 4096, 4096, 128, false, DType::bf16, true, 5.5, 3.59},
+      {"probe 2x8x256x256x64", 2, 8, 256, 256, 64, false, DType::bf16, true, 0, 0, false, true},
+      {"probe 2x8x512x512x64", 2, 8, 512, 512, 64, false, DType::bf16, true, 0, 0, false, true},
+      {"probe 2x8x1024x1024x64", 2, 8, 1024, 1024, 64, false, DType::bf16, true, 0, 0, false, true},
+      {"probe 2x8x2048x2048x64", 2, 8, 2048, 2048, 64, false, DType::bf16, true, 0, 0, false, true},
+      {"probe 2x8x4096x4096x64", 2, 8, 4096, 4096, 64, false, DType::bf16, true, 0, 0, false, true},
+      {"probe 2x8x1024x1024x128", 2, 8, 1024, 1024, 128, false, DType::bf16, true, 0, 0, false, true},
+      {"probe causal 2x8x4096x4096x64", 2, 8, 4096, 4096, 64, false, DType::bf16, true, 0, 0, true, true},
+      {"probe 2x8x8192x8192x64", 2, 8, 8192, 8192, 64, false, DType::f16, true, 0, 0, false, true},
   };
   cublasHandle_t handle;
   CUBLAS_CHECK(cublasCreate(&handle));
-  std::vector<std::pair<Shape, Row>> rows;
+  std::vector<Row> rows;
   for (const Shape& s : shapes) {
-    std::string tag = std::string(s.name) + " " + colt5::dtype_name(s.dt) + (s.dt == DType::f32 ? (s.tf32 ? "/tf32" : "/3xtf32") : "");
+    if (s.probe && !probes) continue;
+    std::string tag = std::string(s.name) + " " + colt5::dtype_name(s.dt) +
+                      (s.dt == DType::f32 ? (s.tf32 ? "/tf32" : "/3xtf32") : "");
     if (!only.empty() && tag.find(only) == std::string::npos) continue;
     Row r = run_shape(s, iters, unfused, variants, handle);
     r.name = tag;
-    rows.emplace_back(s, r);
+    r.dispatch = auto_dispatch(s);
+    rows.push_back(r);
   }
   cublasDestroy(handle);
 
-  std::printf("\n%-40s %8s %8s %9s %8s %9s %9s %8s %8s %8s\n", "shape dtype", "fwd ms", "bwd ms", "f+b ms",
-              "TFLOP/s", "unf fwd", "unf f+b", "target", "SDPA", "status");
-  for (auto& [s, r] : rows) {
-    const double tf = 3.5 * r.flops_fwd / (r.fb * 1e-3) / 1e12;
+  // Local windowed attention (tools/bench_local_attention.cpp), same table.
+  if (local) {
+    const LocalAttentionBenchSpec specs[] = {
+        {"local non-causal w=64 look 1/1 2x8x32768x64", 2, 8, 32768, 64, 64, 1, 1, false, true, DType::f32, 3.0},
+        {"local causal w=128 look 1/0 2x8x8192x64", 2, 8, 8192, 64, 128, 1, 0, true, false, DType::f32, 0},
+    };
+    for (const LocalAttentionBenchSpec& sp : specs) {
+      const std::string tag = std::string(sp.name) + " " + colt5::dtype_name(sp.dtype) + "/tf32";
+      if (!only.empty() && tag.find(only) == std::string::npos) continue;
+      const LocalAttentionBenchResult lr = bench_local_attention_shape(sp, std::max(iters, 20), unfused);
+      Row r;
+      r.name = tag;
+      r.local = true;
+      r.pairs = lr.pairs;
+      r.flops_fwd = 4.0 * double(lr.d) * lr.pairs;
+      r.fwd = lr.fwd, r.bwd = lr.bwd, r.fb = lr.fb;
+      r.ufwd = lr.ref_fwd, r.ufb = lr.ref_fb;
+      r.target = lr.target;
+      r.cudnn_note = "local n/a";
+      rows.push_back(r);
+    }
+  }
+
+  // Per attended pair, local vs the dense f32 (TF32) 8192 row: target within 1.5x.
+  double dense_ps = 0;
+  for (const Row& r : rows)
+    if (r.name == "2x8x8192x8192x64 f32/tf32") dense_ps = r.fb * 1e9 / r.pairs;
+
+  std::printf("\nms = median milliseconds; TF = TFLOP/s; f+b = forward+backward; unfused = matmul + softmax + matmul "
+              "on the same GPU;\nAuto = what attention() runs for the shape by default (AttentionBackend::Auto, no "
+              "mask)\n");
+  std::printf("%-50s | %8s %5s %8s %5s | %8s %5s %8s %5s | %9s %5s %8s %5s | %6s %6s | %-5s | %s\n",
+              "shape dtype", "ours fwd", "TF", "f+b", "TF", "unf fwd", "TF", "f+b", "TF", "cuDNN fwd", "TF", "f+b", "TF",
+              "target", "SDPA", "Auto", "status");
+  for (const Row& r : rows) {
+    const double ffb = 3.5 * r.flops_fwd;
+    std::string cf = ms_cell(r.cfwd), cfb = ms_cell(r.cfb);
+    if (r.cfwd <= 0) cf = r.cudnn_note.empty() ? "-" : r.cudnn_note, cfb = "-";
     char tgt[16] = "-", sdpa[16] = "-";
     if (r.target > 0) std::snprintf(tgt, sizeof tgt, "%.2f", r.target);
     if (r.sdpa > 0) std::snprintf(sdpa, sizeof sdpa, "%.2f", r.sdpa);
-    std::printf("%-40s %8.3f %8.3f %9.3f %8.1f %9.3f %9.3f %8s %8s %8s\n", r.name.c_str(), r.fwd, r.bwd, r.fb, tf,
-                r.ufwd, r.ufb, tgt, sdpa, r.target > 0 ? (r.fb <= r.target ? "met" : "MISSED") : "");
+    std::string status;
+    if (r.target > 0) {
+      status = r.fb <= r.target ? "ours met" : "ours MISSED";
+      if (r.cfb > 0) status += r.cfb <= r.target ? ", cuDNN met" : ", cuDNN MISSED";
+    }
+    if (r.local && r.target > 0 && dense_ps > 0) {
+      const double x = (r.fb * 1e9 / r.pairs) / dense_ps;
+      char b[64];
+      std::snprintf(b, sizeof b, "; per pair %.2fx dense (<= 1.5x %s)", x, x <= 1.5 ? "met" : "MISSED");
+      status += b;
+    }
+    if (r.cfb > 0 && r.fb > 0) {
+      char b[48];
+      std::snprintf(b, sizeof b, "%scuDNN/ours f+b %.2f", status.empty() ? "" : "; ", r.cfb / r.fb);
+      status += b;
+    }
+    std::printf("%-50s | %8s %5s %8s %5s | %8s %5s %8s %5s | %9s %5s %8s %5s | %6s %6s | %-5s | %s\n",
+                r.name.c_str(),
+                ms_cell(r.fwd).c_str(), tf_cell(r.flops_fwd, r.fwd).c_str(), ms_cell(r.fb).c_str(),
+                tf_cell(ffb, r.fb).c_str(), ms_cell(r.ufwd).c_str(), tf_cell(r.flops_fwd, r.ufwd).c_str(),
+                ms_cell(r.ufb).c_str(), tf_cell(ffb, r.ufb).c_str(), cf.c_str(), tf_cell(r.flops_fwd, r.cfwd).c_str(),
+                cfb.c_str(), tf_cell(ffb, r.cfb).c_str(), tgt, sdpa, r.local ? "ours" : r.dispatch.c_str(),
+                status.c_str());
   }
   return 0;
 }

@@ -28,14 +28,6 @@ namespace {
 using namespace colt5;
 namespace lc = colt5::kernels::cuda;
 
-struct BenchShape {
-  const char* name;
-  int64_t B, H, N, d;
-  LocalAttentionOptions o;
-  DType dt;
-  double target_ms;  // fwd+bwd, 0 = none
-};
-
 // Median of per-iteration event timings of fn(i) on `stream`.
 template <class F>
 double time_ms(cudaStream_t stream, int warmup, int iters, F&& fn) {
@@ -68,34 +60,33 @@ double rel_err(const Tensor& a, const Tensor& b) {
 
 kernels::AttnStrides strides_of(const Tensor& x) { return {x.stride(0), x.stride(1), x.stride(2)}; }
 
-struct Row {
-  std::string name;
-  double pairs = 0, fwd = 0, bwd = 0, fb = 0, op_fwd = 0, op_fb = 0, ref_fwd = 0, ref_fb = 0, target = 0;
-  double err[4] = {-1, -1, -1, -1};
-  int64_t d = 64;
-  double queries = 0;  // B * H * N
-};
+using Row = LocalAttentionBenchResult;
 
-Row run_shape(const BenchShape& s, int iters, bool reference, bool variants, cudaStream_t stream) {
+Row run_shape(const LocalAttentionBenchSpec& s, int iters, bool reference, bool variants, cudaStream_t stream) {
   const Device gpu = Device::cuda(0);
+  const LocalAttentionOptions opt{.window = s.window,
+                                  .look_backward = s.look_backward,
+                                  .look_forward = s.look_forward,
+                                  .causal = s.causal,
+                                  .exact = s.exact};
   Generator g(7);
   const Shape shape{s.B, s.H, s.N, s.d};
-  Tensor q = randn(shape, g).to(s.dt).to(gpu), k = randn(shape, g).to(s.dt).to(gpu), v = randn(shape, g).to(s.dt).to(gpu),
-         G = randn(shape, g).to(s.dt).to(gpu);
+  Tensor q = randn(shape, g).to(s.dtype).to(gpu), k = randn(shape, g).to(s.dtype).to(gpu),
+         v = randn(shape, g).to(s.dtype).to(gpu), G = randn(shape, g).to(s.dtype).to(gpu);
   Row row;
-  row.name = std::string(s.name) + " " + dtype_name(s.dt);
+  row.name = std::string(s.name) + " " + dtype_name(s.dtype);
   row.target = s.target_ms;
   row.d = s.d;
   row.queries = double(s.B * s.H * s.N);
 
   // ---- kernels alone (pointer API)
-  Tensor out = empty(shape, {.dtype = s.dt, .device = gpu}), lse = empty({s.B, s.H, s.N}, {.device = gpu});
+  Tensor out = empty(shape, {.dtype = s.dtype, .device = gpu}), lse = empty({s.B, s.H, s.N}, {.device = gpu});
   Tensor dq = empty_like(q), dk = empty_like(q), dv = empty_like(q);
   kernels::LocalAttentionParams p;
-  p.dtype = s.dt;
+  p.dtype = s.dtype;
   p.B = s.B, p.H = s.H, p.N = s.N, p.d = s.d;
-  p.window = s.o.window, p.look_backward = s.o.look_backward, p.look_forward = s.o.look_forward;
-  p.causal = s.o.causal, p.exact = s.o.exact, p.scale = 1.0 / std::sqrt(double(s.d));
+  p.window = opt.window, p.look_backward = opt.look_backward, p.look_forward = opt.look_forward;
+  p.causal = opt.causal, p.exact = opt.exact, p.scale = 1.0 / std::sqrt(double(s.d));
   p.q = q.data_ptr(), p.k = k.data_ptr(), p.v = v.data_ptr(), p.out = out.data_ptr(), p.lse = lse.data_ptr();
   p.q_stride = p.k_stride = p.v_stride = p.out_stride = strides_of(q);
   p.dout = G.data_ptr(), p.dout_stride = strides_of(G);
@@ -116,7 +107,7 @@ Row run_shape(const BenchShape& s, int iters, bool reference, bool variants, cud
               3.5 * fl / (row.fb * 1e-3) / 1e12);
   std::fflush(stdout);
 
-  if (variants && s.dt == DType::f32 && s.d == 64) {
+  if (variants && s.dtype == DType::f32 && s.d == 64) {
     for (int vfb = 0; vfb < 4; ++vfb) {
       lc::set_local_attention_variants(vfb, vfb);
       const double tf = time_ms(stream, 3, iters, [&](int) { lc::local_attention_forward(p, stream); });
@@ -130,7 +121,7 @@ Row run_shape(const BenchShape& s, int iters, bool reference, bool variants, cud
 
   // ---- the op (tensors, autograd), fused and reference
   auto op_times = [&](bool fused, double& tf, double& tfb, std::vector<Tensor>* res) {
-    LocalAttentionOptions o = s.o;
+    LocalAttentionOptions o = opt;
     o.fused = fused;
     Tensor qg = q.detach().requires_grad_(), kg = k.detach().requires_grad_(), vg = v.detach().requires_grad_();
     const int it = fused ? iters : std::max(3, iters / 2);
@@ -191,6 +182,11 @@ double dense_fb_ms(int iters, cudaStream_t stream, double& pairs) {
 
 }  // namespace
 
+LocalAttentionBenchResult bench_local_attention_shape(const LocalAttentionBenchSpec& spec, int iters, bool reference,
+                                                      bool variants) {
+  return run_shape(spec, iters, reference, variants, cuda::current_stream(0));
+}
+
 int bench_local_attention(int argc, char** argv) {
   int iters = 20;
   bool reference = true, dense = true, variants = false;
@@ -215,19 +211,15 @@ int bench_local_attention(int argc, char** argv) {
   const cudaDeviceProp& prop = cuda::device_properties(0);
   std::printf("local attention benchmark on %s (%d SMs)\n", prop.name, prop.multiProcessorCount);
   cudaStream_t stream = cuda::current_stream(0);
-  const BenchShape shapes[] = {
-      {"non-causal exact w=64 look 1/1 2x8x32768x64", 2, 8, 32768, 64,
-       {.window = 64, .look_backward = 1, .look_forward = 1, .exact = true}, DType::f32, 3.0},
-      {"causal w=128 look 1/0 2x8x8192x64", 2, 8, 8192, 64, {.window = 128, .look_backward = 1, .causal = true},
-       DType::f32, 0},
-      {"non-causal exact w=64 look 1/1 2x8x32768x64", 2, 8, 32768, 64,
-       {.window = 64, .look_backward = 1, .look_forward = 1, .exact = true}, DType::bf16, 0},
-      {"causal w=128 look 1/0 2x8x8192x64", 2, 8, 8192, 64, {.window = 128, .look_backward = 1, .causal = true},
-       DType::bf16, 0},
+  const LocalAttentionBenchSpec shapes[] = {
+      {"non-causal exact w=64 look 1/1 2x8x32768x64", 2, 8, 32768, 64, 64, 1, 1, false, true, DType::f32, 3.0},
+      {"causal w=128 look 1/0 2x8x8192x64", 2, 8, 8192, 64, 128, 1, 0, true, false, DType::f32, 0},
+      {"non-causal exact w=64 look 1/1 2x8x32768x64", 2, 8, 32768, 64, 64, 1, 1, false, true, DType::bf16, 0},
+      {"causal w=128 look 1/0 2x8x8192x64", 2, 8, 8192, 64, 128, 1, 0, true, false, DType::bf16, 0},
   };
   std::vector<Row> rows;
-  for (const BenchShape& s : shapes) {
-    const std::string tag = std::string(s.name) + " " + dtype_name(s.dt);
+  for (const LocalAttentionBenchSpec& s : shapes) {
+    const std::string tag = std::string(s.name) + " " + dtype_name(s.dtype);
     if (!only.empty() && tag.find(only) == std::string::npos) continue;
     rows.push_back(run_shape(s, iters, reference, variants, stream));
   }
