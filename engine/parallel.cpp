@@ -38,9 +38,9 @@ class Pool {
     std::lock_guard<std::mutex> run_lock(run_mu_);  // one parallel region at a time
     {
       std::lock_guard<std::mutex> lk(mu_);
-      task_.store(&task);
-      ntasks_.store(ntasks);
-      next_.store(0);
+      task_ = &task;
+      ntasks_ = ntasks;
+      next_ = 0;
       done_ = 0;
       error_ = nullptr;
       ++generation_;
@@ -49,19 +49,29 @@ class Pool {
     work();
     std::unique_lock<std::mutex> lk(mu_);
     done_cv_.wait(lk, [&] { return done_ == ntasks_; });
-    task_.store(nullptr);
+    task_ = nullptr;
     if (error_) std::rethrow_exception(error_);
   }
 
  private:
+  // Claims task indices of the current region until none is left. A claim is
+  // made under the mutex together with the region's task and count, so a
+  // worker that wakes late can never take an index (or count a completion)
+  // of a region other than the one it runs (tasks are coarse: one per thread).
   void work() {
     bool was = in_pool_;
     in_pool_ = true;
     for (;;) {
-      int64_t i = next_.fetch_add(1);
-      if (i >= ntasks_) break;
+      int64_t i = 0;
+      const std::function<void(int64_t)>* task = nullptr;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (task_ == nullptr || next_ >= ntasks_) break;
+        i = next_++;
+        task = task_;
+      }
       try {
-        (*task_.load())(i);
+        (*task)(i);
       } catch (...) {
         std::lock_guard<std::mutex> lk(mu_);
         if (!error_) error_ = std::current_exception();
@@ -99,9 +109,9 @@ class Pool {
   std::vector<std::thread> workers_;
   std::mutex mu_, run_mu_;
   std::condition_variable cv_, done_cv_;
-  std::atomic<const std::function<void(int64_t)>*> task_{nullptr};
-  std::atomic<int64_t> ntasks_{0};
-  std::atomic<int64_t> next_{0};
+  const std::function<void(int64_t)>* task_ = nullptr;  // these five: guarded by mu_
+  int64_t ntasks_ = 0;
+  int64_t next_ = 0;
   int64_t done_ = 0;
   uint64_t generation_ = 0;
   bool stop_ = false;
