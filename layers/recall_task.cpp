@@ -12,11 +12,13 @@ namespace colt5 {
 RecallTask::RecallTask(const RecallTaskConfig& config) : c_(config) {
   const auto& c = c_;
   COLT5_CHECK(c.num_pairs >= 1 && c.num_keys >= c.num_pairs && c.num_values >= 2 && c.num_filler >= 1,
-              "RecallTask: need num_pairs >= 1, num_keys >= num_pairs, num_values >= 2, num_filler >= 1");
-  const int64_t tail = 1 + 2 * c.num_pairs;
-  const int64_t region = c.seq_len + 1 - tail - c.min_distance;
+              "RecallTask: need num_pairs >= 1, num_keys >= num_pairs, num_values >= 2, num_filler >= 1; got ",
+              c.num_pairs, " pairs, ", c.num_keys, " keys, ", c.num_values, " values, ", c.num_filler, " filler");
+  COLT5_CHECK(c.min_distance >= 0, "RecallTask: min_distance must be >= 0, got ", c.min_distance);
+  const int64_t region = c.seq_len + 1 - 3 * c.num_pairs - c.min_distance;
   COLT5_CHECK(region >= 4 * c.num_pairs, "RecallTask: seq_len ", c.seq_len, " is too short for ", c.num_pairs,
-              " pairs at least ", c.min_distance, " tokens before the end");
+              " pairs at least ", c.min_distance, " tokens before the answers (need seq_len >= ",
+              7 * c.num_pairs + c.min_distance - 1, ")");
 }
 
 std::vector<int64_t> RecallTask::sequence(uint64_t seed, uint64_t index, std::vector<int64_t>* key_pos,
@@ -24,7 +26,7 @@ std::vector<int64_t> RecallTask::sequence(uint64_t seed, uint64_t index, std::ve
   const auto& c = c_;
   Generator g(Generator::hash(seed ^ 0x5eed5eedULL, index));
   auto below = [&](int64_t n) { return static_cast<int64_t>(g.next_u64() % static_cast<uint64_t>(n)); };
-  const int64_t L = c.seq_len + 1, P = c.num_pairs, tail = 1 + 2 * P;
+  const int64_t L = c.seq_len + 1, P = c.num_pairs, tail = 3 * P;
   std::vector<int64_t> s(L);
   for (auto& t : s) t = below(c.num_filler);
   // distinct keys (partial Fisher-Yates), any values
@@ -33,7 +35,8 @@ std::vector<int64_t> RecallTask::sequence(uint64_t seed, uint64_t index, std::ve
   for (int64_t i = 0; i < P; ++i) std::swap(keys[i], keys[i + below(c.num_keys - i)]);
   std::vector<int64_t> vals(P);
   for (auto& v : vals) v = below(c.num_values);
-  // pair j somewhere in segment j of the region (non-overlapping, spread out)
+  // pair j somewhere in segment j of the region (non-overlapping, spread out);
+  // the last value position is region - 1: min_distance + 1 before the first answer
   const int64_t region = L - tail - c.min_distance, seg = region / P;
   if (key_pos) key_pos->clear();
   if (value_pos) value_pos->clear();
@@ -45,17 +48,17 @@ std::vector<int64_t> RecallTask::sequence(uint64_t seed, uint64_t index, std::ve
     if (key_pos) key_pos->push_back(p);
     if (value_pos) value_pos->push_back(p + 1);
   }
-  // the queries, shuffled
+  // the queries, shuffled: key, query marker, value
   std::vector<int64_t> order(P);
   for (int64_t i = 0; i < P; ++i) order[i] = i;
   for (int64_t i = P - 1; i > 0; --i) std::swap(order[i], order[below(i + 1)]);
   int64_t q = L - tail;
-  s[q++] = query_token();
   for (int64_t j : order) {
     s[q] = c.num_filler + keys[j];
-    s[q + 1] = c.num_filler + c.num_keys + vals[j];
-    if (answer_pos) answer_pos->push_back(q);  // input position q predicts token q + 1
-    q += 2;
+    s[q + 1] = query_token();
+    s[q + 2] = c.num_filler + c.num_keys + vals[j];
+    if (answer_pos) answer_pos->push_back(q + 1);  // input position q + 1 (the marker) predicts token q + 2
+    q += 3;
   }
   return s;
 }

@@ -1,4 +1,6 @@
-// colt5 eval: score a checkpoint folder (written by colt5 train) on its task.
+// colt5 eval: score a checkpoint folder (written by colt5 train) on its task
+// (fresh sequences from --seed) and, for routed recall runs, say per layer how
+// often the routers picked the value each answer needs.
 #include <cstdio>
 
 #include "colt5.h"
@@ -27,6 +29,14 @@ void add_eval_command(CLI::App& app) {
                                std::printf("%s: %s accuracy %.4f over %lld scored positions, loss %.4f\n",
                                            a->dir.c_str(), r.recall ? "answer" : "next-char", e.acc,
                                            (long long)e.scored, e.loss);
+                               if (r.recall && !r.opt.model.light_only) {
+                                 RoutingStats st = routing_stats(*r.model, *r.recall, a->batches, a->batch, a->seed,
+                                                                 r.opt.random_route, Device::parse(a->device));
+                                 for (size_t l = 0; l < st.value_routed.size(); ++l)
+                                   std::printf("  layer %zu: value among the routed key/values for %.1f%% of the "
+                                               "answers, answer routed as a heavy query for %.1f%%\n",
+                                               l, 100 * st.value_routed[l], 100 * st.answer_routed[l]);
+                               }
                                return 0;
                              }});
 }

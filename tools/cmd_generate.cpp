@@ -1,6 +1,7 @@
 // colt5 generate: sample from a checkpoint folder (written by colt5 train).
 // Text runs: the prompt is text; recall runs: the prompt is token ids
-// separated by spaces (default: a fresh task sequence up to its first query).
+// separated by spaces (default: a fresh task sequence up to its first query
+// marker, whose next token is the value to recall).
 #include <cstdio>
 #include <sstream>
 
@@ -37,7 +38,7 @@ int run_generate(const GenArgs& a) {
   } else {
     std::vector<int64_t> ans;
     std::vector<int64_t> s = r.recall->sequence(a.seed + 999, 0, nullptr, nullptr, &ans);
-    toks.assign(s.begin(), s.begin() + ans.front() + 1);  // up to and including the first query key
+    toks.assign(s.begin(), s.begin() + ans.front() + 1);  // up to and including the first query marker
     recall_truth = s;
   }
   NoGradGuard ng;
@@ -79,8 +80,13 @@ int run_generate(const GenArgs& a) {
     for (int64_t t : out) s.push_back(r.text->chars()[t]);
     std::printf("%s\n", s.c_str());
   } else {
-    std::printf("prompt: %zu tokens (ends with query key %lld)\ngenerated:", toks.size() - out.size(),
-                (long long)toks[toks.size() - out.size() - 1]);
+    const size_t n_prompt = toks.size() - out.size();
+    if (!recall_truth.empty())
+      std::printf("prompt: %zu tokens of a fresh task sequence (ends with key %lld and the query marker %lld)\n",
+                  n_prompt, (long long)toks[n_prompt - 2], (long long)toks[n_prompt - 1]);
+    else
+      std::printf("prompt: %zu tokens\n", n_prompt);
+    std::printf("generated:");
     for (int64_t t : out) std::printf(" %lld", (long long)t);
     std::printf("\n");
     if (!recall_truth.empty())

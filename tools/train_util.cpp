@@ -22,6 +22,10 @@ namespace colt5::tools {
 namespace fs = std::filesystem;
 
 // ---------------------------------------------------------------- config
+// Version of config.json and the checkpoint layout (2: the blocks are
+// ConditionalRoutedAutoregressiveAttention with key/value routes).
+static const char* const kFormat = "colt5-train-2";
+
 Json options_to_json(const TrainOptions& o) {
   const auto& m = o.model;
   const auto& t = o.task;
@@ -37,11 +41,13 @@ Json options_to_json(const TrainOptions& o) {
   model.set("heavy_window_size", m.heavy_window_size);
   model.set("num_heavy_tokens_q", m.num_heavy_tokens_q);
   model.set("num_heavy_tokens_kv", m.num_heavy_tokens_kv);
+  model.set("num_routed_kv", m.num_routed_kv);
   model.set("num_heavy_ff_tokens", m.num_heavy_ff_tokens);
   model.set("light_ff_mult", m.light_ff_mult);
   model.set("heavy_ff_mult", m.heavy_ff_mult);
   model.set("router_eps", m.router_eps);
   model.set("router_iters", m.router_iters);
+  model.set("rotary", m.rotary);
   model.set("light_only", m.light_only);
   Json task = Json::object();
   task.set("kind", o.text.empty() ? "recall" : "text");
@@ -68,7 +74,7 @@ Json options_to_json(const TrainOptions& o) {
   train.set("random_route", o.random_route);
   train.set("label", o.label);
   Json j = Json::object();
-  j.set("format", "colt5-train-1");
+  j.set("format", kFormat);
   j.set("model", model);
   j.set("task", task);
   j.set("train", train);
@@ -77,6 +83,9 @@ Json options_to_json(const TrainOptions& o) {
 
 TrainOptions options_from_json(const Json& j) {
   TrainOptions o;
+  const Json* fmt = j.find("format");
+  COLT5_CHECK(fmt && fmt->as_string() == kFormat, "config.json: format ", fmt ? fmt->as_string() : "(none)",
+              " is not ", kFormat, " (a run written by another version of colt5 train; train it again)");
   const Json& m = j.at("model");
   auto& c = o.model;
   c.vocab_size = m.at("vocab_size").as_int();
@@ -90,11 +99,13 @@ TrainOptions options_from_json(const Json& j) {
   c.heavy_window_size = m.at("heavy_window_size").as_int();
   c.num_heavy_tokens_q = m.at("num_heavy_tokens_q").as_int();
   c.num_heavy_tokens_kv = m.at("num_heavy_tokens_kv").as_int();
+  c.num_routed_kv = m.at("num_routed_kv").as_int();
   c.num_heavy_ff_tokens = m.at("num_heavy_ff_tokens").as_int();
   c.light_ff_mult = m.at("light_ff_mult").as_double();
   c.heavy_ff_mult = m.at("heavy_ff_mult").as_double();
   c.router_eps = m.at("router_eps").as_double();
   c.router_iters = static_cast<int>(m.at("router_iters").as_int());
+  c.rotary = m.at("rotary").as_bool();
   c.light_only = m.at("light_only").as_bool();
   const Json& t = j.at("task");
   o.text = t.at("text").as_string();
@@ -167,7 +178,8 @@ EvalResult evaluate(const ColT5LM& model, const RecallTask* recall, const TextTa
   int64_t correct = 0;
   Generator rg(eval_seed(seed) + 1);
   for (int64_t i = 0; i < batches; ++i) {
-    TaskBatch b = recall ? recall->batch(eval_seed(seed), i * batch, batch) : text->batch(eval_seed(seed), i * batch, batch, true);
+    TaskBatch b = recall ? recall->batch(eval_seed(seed), i * batch, batch)
+                         : text->batch(eval_seed(seed), i * batch, batch, true);
     LMCall call;
     call.route.random_route = random_route;
     call.route.generator = &rg;
@@ -183,6 +195,64 @@ EvalResult evaluate(const ColT5LM& model, const RecallTask* recall, const TextTa
   r.loss = r.scored ? loss_sum / r.scored : 0;
   r.acc = r.scored ? static_cast<double>(correct) / r.scored : 0;
   return r;
+}
+
+RoutingStats routing_stats(const ColT5LM& model, const RecallTask& recall, int64_t batches, int64_t batch,
+                           uint64_t seed, bool random_route, Device dev) {
+  NoGradGuard ng;
+  RoutingStats st;
+  const int64_t W = model.config().heavy_window_size, L = model.config().depth;
+  st.value_routed.assign(L, 0.0);
+  st.answer_routed.assign(L, 0.0);
+  Generator rg(eval_seed(seed) + 1);
+  for (int64_t i = 0; i < batches; ++i) {
+    TaskBatch b = recall.batch(eval_seed(seed), i * batch, batch);
+    std::vector<LayerTrace> trace;
+    LMCall call;
+    call.route.random_route = random_route;
+    call.route.generator = &rg;
+    call.trace = &trace;
+    model.forward(b.inputs.to(dev), call);
+    const std::vector<int64_t> in = b.inputs.to_vector<int64_t>();
+    const int64_t N = b.inputs.size(1);
+    std::vector<std::vector<int64_t>> kv(L), q(L);
+    for (int64_t l = 0; l < L; ++l) {
+      if (trace[l].kv_indices.defined()) kv[l] = trace[l].kv_indices.to(Device::cpu()).to_vector<int64_t>();
+      if (trace[l].q_indices.defined()) q[l] = trace[l].q_indices.to(Device::cpu()).to_vector<int64_t>();
+    }
+    for (int64_t r = 0; r < batch; ++r)
+      for (int64_t a : b.answer_pos[r]) {
+        // the answer's pair: the one whose key stands before the query marker
+        int64_t vpos = -1;
+        for (size_t j = 0; j < b.key_pos[r].size(); ++j)
+          if (in[r * N + b.key_pos[r][j]] == in[r * N + a - 1]) vpos = b.value_pos[r][j];
+        const int64_t w = a / W - 1;  // row of the answer's window in the trace (window 0 has none)
+        ++st.answers;
+        if (w < 0) continue;
+        for (int64_t l = 0; l < L; ++l) {
+          const int64_t nw = trace[l].kv_indices.defined() ? trace[l].kv_indices.size(1) : 0;
+          if (nw > 0) {
+            const int64_t k = trace[l].kv_indices.size(2);
+            const int64_t* row = kv[l].data() + (r * nw + w) * k;
+            if (std::find(row, row + k, vpos) != row + k) st.value_routed[l] += 1;
+          } else {
+            st.value_routed[l] += 1;  // nothing routed: every earlier token is a key/value
+          }
+          const int64_t nq = trace[l].q_indices.defined() ? trace[l].q_indices.size(2) : 0;
+          if (nq > 0) {
+            const int64_t* row = q[l].data() + (r * trace[l].q_indices.size(1) + w) * nq;
+            if (std::find(row, row + nq, a) != row + nq) st.answer_routed[l] += 1;
+          } else {
+            st.answer_routed[l] += 1;
+          }
+        }
+      }
+  }
+  for (int64_t l = 0; l < L; ++l) {
+    st.value_routed[l] /= std::max<int64_t>(1, st.answers);
+    st.answer_routed[l] /= std::max<int64_t>(1, st.answers);
+  }
+  return st;
 }
 
 // ---------------------------------------------------------------- progress
@@ -257,6 +327,22 @@ static std::string esc(const std::string& s) {
   return o;
 }
 
+// About 5 round tick values (1, 2, 2.5 or 5 times a power of ten apart) in [lo, hi].
+static std::vector<double> nice_ticks(double lo, double hi) {
+  const double raw = (hi - lo) / 4;
+  const double p = std::pow(10.0, std::floor(std::log10(raw)));
+  double step = 10 * p;
+  for (double m : {1.0, 2.0, 2.5, 5.0})
+    if (m * p >= raw) {
+      step = m * p;
+      break;
+    }
+  std::vector<double> t;
+  for (double v = std::ceil(lo / step - 1e-9) * step; v <= hi + 1e-9 * step; v += step)
+    t.push_back(std::abs(v) < 1e-12 ? 0 : v);
+  return t;
+}
+
 void write_svg_panels(const std::string& path, const std::string& title, const std::vector<Panel>& panels) {
   const double pw = 460, ph = 320, ml = 60, mr = 20, mt = 40, mb = 50;
   const double W = pw * panels.size(), H = ph + 30;
@@ -287,10 +373,11 @@ void write_svg_panels(const std::string& path, const std::string& title, const s
       << esc(P.title) << "</text>\n";
     s << "<rect x='" << x0 << "' y='" << y1 << "' width='" << x1 - x0 << "' height='" << y0 - y1
       << "' fill='none' stroke='black'/>\n";
-    for (int k = 0; k <= 4; ++k) {
-      const double xv = xmin + (xmax - xmin) * k / 4, yv = ymin + (ymax - ymin) * k / 4;
+    for (double xv : nice_ticks(xmin, xmax)) {
       s << "<line x1='" << X(xv) << "' y1='" << y0 << "' x2='" << X(xv) << "' y2='" << y0 + 4 << "' stroke='black'/>";
       s << "<text x='" << X(xv) << "' y='" << y0 + 16 << "' text-anchor='middle'>" << num(xv) << "</text>\n";
+    }
+    for (double yv : nice_ticks(ymin, ymax)) {
       s << "<line x1='" << x0 - 4 << "' y1='" << Y(yv) << "' x2='" << x1 << "' y2='" << Y(yv)
         << "' stroke='#ddd'/>";
       s << "<text x='" << x0 - 6 << "' y='" << Y(yv) + 4 << "' text-anchor='end'>" << num(yv) << "</text>\n";
@@ -506,6 +593,9 @@ TrainResult train_run(const TrainOptions& o) {
   if (opt.resume && fs::exists(ck)) {
     std::map<std::string, std::string> meta;
     auto all = load_safetensors(ck, &meta);
+    COLT5_CHECK(meta.count("format") && meta.at("format") == kFormat, "--resume: ", ck, " has format ",
+                meta.count("format") ? meta.at("format") : std::string("(none)"), ", expected ", kFormat,
+                " (written by another version of colt5 train)");
     std::map<std::string, Tensor> sd;
     NamedTensors st;
     for (auto& [k, v] : all) {
@@ -532,7 +622,7 @@ TrainResult train_run(const TrainOptions& o) {
     save_safetensors(ck, all,
                      {{"step", std::to_string(step)},
                       {"route_gen_state", std::to_string(route_gen.state())},
-                      {"format", "colt5-train-1"}});
+                      {"format", kFormat}});
   };
 
   TrainResult res;
@@ -543,6 +633,8 @@ TrainResult train_run(const TrainOptions& o) {
   double train_seconds = 0;
   int64_t steps_here = 0;
   const int64_t last = opt.stop_after >= 0 ? std::min(opt.steps, opt.stop_after) : opt.steps;
+  EvalResult last_eval;
+  int64_t last_eval_step = -1;
   while (step < last) {
     const auto t0 = clock::now();
     const double lr = warmup_cosine_lr(step, opt.warmup, opt.steps, opt.lr, opt.lr * opt.min_lr_ratio);
@@ -574,6 +666,7 @@ TrainResult train_run(const TrainOptions& o) {
     if ((opt.eval_every > 0 && step % opt.eval_every == 0) || step == opt.steps) {
       EvalResult e = evaluate(model, recall.get(), text.get(), opt.eval_batches, opt.batch, opt.seed,
                               opt.random_route, dev);
+      last_eval = e, last_eval_step = step;
       row.eval_loss = e.loss;
       row.eval_acc = e.acc;
       char buf[160];
@@ -586,12 +679,26 @@ TrainResult train_run(const TrainOptions& o) {
   bar.finish();
   save_checkpoint();
   write_metrics(metrics_path, rows);
-  EvalResult e = evaluate(model, recall.get(), text.get(), opt.eval_batches, opt.batch, opt.seed, opt.random_route, dev);
+  // the eval is deterministic (fixed eval stream and routing-noise seed): reuse the one of this step
+  const EvalResult e = last_eval_step == step ? last_eval
+                                              : evaluate(model, recall.get(), text.get(), opt.eval_batches, opt.batch,
+                                                         opt.seed, opt.random_route, dev);
   res.eval_loss = e.loss;
   res.eval_acc = e.acc;
   res.step = step;
+  for (const auto& r : rows)
+    if (!std::isnan(r.eval_acc)) {
+      res.eval_steps.push_back(static_cast<double>(r.step));
+      res.eval_accs.push_back(r.eval_acc);
+      res.eval_losses.push_back(r.eval_loss);
+    }
   res.seconds = std::chrono::duration<double>(clock::now() - t_start).count();
   res.tokens_per_s = train_seconds > 0 ? tokens_per_step * steps_here / train_seconds : 0;
+  if (recall && !opt.model.light_only) {
+    RoutingStats st = routing_stats(model, *recall, opt.eval_batches, opt.batch, opt.seed, opt.random_route, dev);
+    res.value_routed = st.value_routed;
+    res.answer_routed = st.answer_routed;
+  }
   if (opt.plots) {
     write_loss_svg((fs::path(opt.out) / "loss.svg").string(), opt, rows, chance);
     if (!opt.model.light_only)

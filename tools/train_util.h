@@ -7,7 +7,7 @@
 //                           metadata: step, route generator state
 //   config.json             everything needed to rebuild model and task
 //   metrics.csv             step,lr,loss,grad_norm,tokens_per_s,eval_loss,eval_acc
-//   loss.svg, routing.svg   the pictures (see README "The main job")
+//   loss.svg, routing.svg   the pictures (see README "Training: colt5 train")
 //
 // Determinism: the batch of step s is rows [s * batch * accum, ...) of the
 // task stream `seed`; the model is initialised from Generator(seed); the
@@ -29,14 +29,14 @@ namespace colt5::tools {
 
 struct TrainOptions {
   // schedule
-  int64_t steps = 200, batch = 8, grad_accum = 1, warmup = 30;
+  int64_t steps = 150, batch = 16, grad_accum = 1, warmup = 15;
   double lr = 3e-3, min_lr_ratio = 0.1, weight_decay = 0.01, clip = 1.0;
   uint64_t seed = 0;
   std::string device = "cpu";
   // output
   std::string out = "runs/train";
   bool resume = false;
-  int64_t eval_every = 50, eval_batches = 4;
+  int64_t eval_every = 25, eval_batches = 8;
   bool progress = true;  // bar (TTY) or lines
   bool plots = true;
   int64_t stop_after = -1;  // stop (with a checkpoint) after this many steps (tests)
@@ -54,6 +54,8 @@ struct TrainResult {
   double eval_loss = 0, eval_acc = 0, chance = 0;
   double tokens_per_s = 0, seconds = 0;
   int64_t step = 0;
+  std::vector<double> eval_steps, eval_accs, eval_losses;  // every eval of the run (resumed part included)
+  std::vector<double> value_routed, answer_routed;         // routing_stats per layer (recall, routed models)
 };
 
 TrainResult train_run(const TrainOptions& opt);
@@ -78,6 +80,17 @@ struct EvalResult {
 };
 EvalResult evaluate(const ColT5LM& model, const RecallTask* recall, const TextTask* text, int64_t batches,
                     int64_t batch, uint64_t seed, bool random_route, Device dev);
+
+// Did the routers pick what the answers need? Over `batches` eval batches of
+// the recall task, per layer: the fraction of answers whose value token is
+// among the key/values routed (any route) for the answer's window, and the
+// fraction of answer positions routed as heavy queries.
+struct RoutingStats {
+  std::vector<double> value_routed, answer_routed;  // per layer
+  int64_t answers = 0;
+};
+RoutingStats routing_stats(const ColT5LM& model, const RecallTask& recall, int64_t batches, int64_t batch,
+                           uint64_t seed, bool random_route, Device dev);
 
 // ---- presentation
 class Progress {
