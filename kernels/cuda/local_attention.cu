@@ -11,19 +11,26 @@
 // key mask) and both ends grow with t, so the block's keys are
 // [lo(first row), hi(last row)): the block streams only those key tiles
 // (at most (look_backward + 1 + look_forward) windows plus one tile), never a
-// padded copy. Inside a tile, each warp (16*MT rows) computes only the 8-key
-// MMA tiles that meet its own rows' band [lo(first), hi(last)); the rest stay
-// -inf and their P V steps are skipped too. Per element, visibility is
-// lo(t) <= j < hi(t) && mask[j]. Saves lse (natural log, f32).
+// padded copy. Warps skip whole key tiles outside their rows' band; inside
+// a tile every 16-row x 8-key MMA tile is classified (warp-uniform, from the
+// monotone band ends): wholly visible tiles are only scaled, wholly invisible
+// ones are set to -inf without exp2 and their P V steps skipped, and only the
+// mixed tiles at the band's edges test lo(t) <= j < hi(t) && mask[j] per
+// element. Saves lse (natural log, f32).
 //
 // Backward: (1) a row pass computes D = rowsum(dO * O), lse in log2 units and
 // zeroes the f32 dq accumulator (dq itself for f32); (2) one block per (tile
 // of BN keys, b*h) loops over the query tiles that can see it (an interval
 // found by binary search on the monotone band ends), recomputes S^T and dP^T
-// per warp (16*MK keys) skipping 8-query MMA tiles outside the band,
+// per warp (16*MK keys), classifies each 16-key x 8-query tile the same way
+// (visible: exp2 without tests; invisible: zero, its dV dK steps skipped),
 // accumulates dK, dV in registers and adds dQ = scale dS K with atomics
-// (skipping k-steps outside each 16-row group's band); (3) bf16/f16 only:
-// dq converted from the f32 accumulator.
+// (16-row groups wholly outside the block's keys add nothing); (3) bf16/f16
+// only: dq converted from the f32 accumulator.
+//
+// The MMAs themselves are not skipped per tile inside the band's bounding
+// tiles: band tests inside the unrolled MMA loops cost more than the MMAs
+// they save (measured, see the variants below).
 //
 // Measured on an H100 (kernels alone, ms fwd / bwd / fwd+bwd; attended pairs
 // x 4d flops, x3.5 for fwd+bwd):
@@ -282,17 +289,26 @@ struct FwdKernel {
   static constexpr int kK = Tr::kK, LD = D + Tr::kPad, BM = NW * 16 * MT, NT = NW * 32;
   static constexpr int KS = D / kK, NS = BN / 8, NO = D / 8;
   static constexpr size_t smem_bytes() {
-    return (size_t(BM) * LD + 4 * size_t(BN) * LD) * sizeof(T) + 2 * BM * sizeof(int) + 2 * BN;
+    return (size_t(BM) * LD + 4 * size_t(BN) * LD) * sizeof(T) + 2 * BM * sizeof(int) + 2 * BN + 2 * NS;
   }
 };
 
-template <class Tr, int D, int NW, int MT, int BN, bool QREG>
+// OPT bits (both kernels): kOptClassify: each 8-key x 16-row (forward) or
+// 16-key x 8-query (backward) MMA tile is classified, warp-uniformly, as wholly
+// visible (scale only, no per-element band/mask test), wholly invisible (no
+// exp2, its P V / dV dK steps skipped) or mixed (per-element test);
+// kOptSkip: MMA steps outside the warp's band are skipped by band tests.
+constexpr int kOptClassify = 1, kOptSkip = 2;
+
+template <class Tr, int D, int NW, int MT, int BN, bool QREG, int OPT>
 __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
+  constexpr bool kClassify = (OPT & kOptClassify) != 0, kSkip = (OPT & kOptSkip) != 0;
   using K = FwdKernel<Tr, D, NW, MT, BN, QREG>;
   using T = typename K::T;
   using AF = typename Tr::AF;
   using BF = typename Tr::BF;
   constexpr int kK = K::kK, LD = K::LD, BM = K::BM, NT = K::NT, KS = K::KS, NS = K::NS, NO = K::NO;
+  static_assert(MT * NS <= 32, "emask bits");
 
   extern __shared__ __align__(16) unsigned char smem[];
   T* sQ = reinterpret_cast<T*>(smem);
@@ -301,6 +317,7 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
   int* sLo = reinterpret_cast<int*>(sV + 2 * BN * LD);  // band of each query row (rows past the end: empty)
   int* sHi = sLo + BM;
   uint8_t* sM = reinterpret_cast<uint8_t*>(sHi + BM);
+  uint8_t* sMF = sM + 2 * BN;  // per 8-key group: all 8 keys exist and are unmasked
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int m0 = blockIdx.x * BM;
@@ -323,6 +340,15 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
     for (int j = tid; j < BN; j += NT) {
       const int key = n0 + j;
       sM[buf * BN + j] = key < a.N && (!mrow || mrow[key]);
+    }
+    if constexpr (kClassify) {
+      for (int j = tid; j < NS; j += NT) {
+        const int k0 = n0 + 8 * j;
+        bool ok = k0 + 8 <= a.N;
+        if (ok && mrow)
+          for (int e = 0; e < 8; ++e) ok = ok && mrow[k0 + e] != 0;
+        sMF[buf * NS + j] = ok;
+      }
     }
   };
 
@@ -376,6 +402,7 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
     const T* cK = sK + buf * BN * LD;
     const T* cV = sV + buf * BN * LD;
     const uint8_t* cM = sM + buf * BN;
+    const uint8_t* cMF = sMF + buf * NS;
     const int n0 = kbeg + jt * BN;
     // 8-key MMA tile ns of this key tile meets the warp's band.
     auto live = [&](int ns) { return n0 + 8 * ns < whi && n0 + 8 * ns + 8 > wlo; };
@@ -401,7 +428,7 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
         }
 #pragma unroll
         for (int np = 0; np < NS / 2; ++np) {
-          if (!live(2 * np) && !live(2 * np + 1)) continue;
+          if (kSkip && !live(2 * np) && !live(2 * np + 1)) continue;
           BF bk[2];
           Tr::load_b_nt2(bk, cK, LD, ks * kK, np * 16);
 #pragma unroll
@@ -413,20 +440,61 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
       }
 
       // Log2 units; invisible keys (outside the row's band, masked) -inf.
+      // emask bit mt*NS+ns: that 16-row x 8-key tile has no visible key.
+      uint32_t emask = 0;
+      if constexpr (kClassify) {
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt)
+        for (int mt = 0; mt < MT; ++mt) {
+          // Bands are monotone in the row: rows [r0, rz] see keys within [sLo[r0], sHi[rz]),
+          // and all of [sLo[rz], sHi[r0]).
+          const int r0 = wrow + mt * 16, rz = min(r0 + 15, a.N - 1 - m0);
+          const bool rows = r0 <= rz;
+          const int loA = rows ? sLo[r0] : 0, loZ = rows ? sLo[rz] : 0;
+          const int hiA = rows ? sHi[r0] : 0, hiZ = rows ? sHi[rz] : 0;
+          int lo[2], hi[2];
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int rl = wrow + mt * 16 + g + 8 * r, lo = sLo[rl] - n0, hi = sHi[rl] - n0;
+          for (int r = 0; r < 2; ++r) {
+            const int rl = r0 + g + 8 * r;
+            lo[r] = sLo[rl] - n0, hi[r] = sHi[rl] - n0;
+          }
 #pragma unroll
-          for (int ns = 0; ns < NS; ++ns)
+          for (int ns = 0; ns < NS; ++ns) {
+            const int k0 = n0 + 8 * ns;
+            const bool empty = !rows || hiZ <= k0 || loA >= k0 + 8;
+            const bool full = !empty && loZ <= k0 && k0 + 8 <= hiA && cMF[ns];
+            if (full) {
 #pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int jl = ns * 8 + 2 * t + e;
-              const bool vis = jl >= lo && jl < hi && cM[jl];
-              s[mt][ns][2 * r + e] = vis ? s[mt][ns][2 * r + e] * a.scale_log2 : -LA_INF;
+              for (int e = 0; e < 4; ++e) s[mt][ns][e] *= a.scale_log2;
+            } else if (empty) {
+              emask |= 1u << (mt * NS + ns);
+#pragma unroll
+              for (int e = 0; e < 4; ++e) s[mt][ns][e] = -LA_INF;
+            } else {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const int jl = ns * 8 + 2 * t + (e & 1), r = e >> 1;
+                const bool vis = jl >= lo[r] && jl < hi[r] && cM[jl];
+                s[mt][ns][e] = vis ? s[mt][ns][e] * a.scale_log2 : -LA_INF;
+              }
             }
+          }
         }
+      } else {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const int rl = wrow + mt * 16 + g + 8 * r, lo = sLo[rl] - n0, hi = sHi[rl] - n0;
+#pragma unroll
+            for (int ns = 0; ns < NS; ++ns)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                const int jl = ns * 8 + 2 * t + e;
+                const bool vis = jl >= lo && jl < hi && cM[jl];
+                s[mt][ns][2 * r + e] = vis ? s[mt][ns][2 * r + e] * a.scale_log2 : -LA_INF;
+              }
+          }
+      }
 
       // Online softmax.
 #pragma unroll
@@ -445,7 +513,9 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
           float rs = 0.f;
 #pragma unroll
           for (int ns = 0; ns < NS; ++ns) {
-            const float p0 = ex2(s[mt][ns][2 * r] - m_use), p1 = ex2(s[mt][ns][2 * r + 1] - m_use);
+            const bool none = kClassify && ((emask >> (mt * NS + ns)) & 1u);
+            const float p0 = none ? 0.f : ex2(s[mt][ns][2 * r] - m_use);
+            const float p1 = none ? 0.f : ex2(s[mt][ns][2 * r + 1] - m_use);
             s[mt][ns][2 * r] = p0;
             s[mt][ns][2 * r + 1] = p1;
             rs += p0 + p1;
@@ -461,7 +531,15 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
       // O += P V over the live key steps.
 #pragma unroll
       for (int ks = 0; ks < BN / kK; ++ks) {
-        if (!(n0 + ks * kK < whi && n0 + ks * kK + kK > wlo)) continue;
+        if (kSkip && !(n0 + ks * kK < whi && n0 + ks * kK + kK > wlo)) continue;
+        if constexpr (kClassify) {
+          // skip when every tile of this k-step is invisible in every m-tile
+          constexpr uint32_t kStep = (1u << (kK / 8)) - 1u;
+          uint32_t m = 0;
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) m |= kStep << (mt * NS + ks * (kK / 8));
+          if ((emask & m) == m) continue;
+        }
         AF pa[MT];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) Tr::c_to_a(pa[mt], &s[mt][ks * (kK / 8)]);
@@ -590,14 +668,16 @@ __device__ __forceinline__ int first_true(int N, P pred) {
   return lo;
 }
 
-template <class Tr, int D, int NW, int MK, int BM>
+template <class Tr, int D, int NW, int MK, int BM, int OPT>
 __global__ void __launch_bounds__(NW * 32) la_bwd_kernel(const BwdArgs a) {
+  constexpr bool kClassify = (OPT & kOptClassify) != 0, kSkip = (OPT & kOptSkip) != 0;
   using K = BwdKernel<Tr, D, NW, MK, BM>;
   using T = typename K::T;
   using AF = typename Tr::AF;
   using BF = typename Tr::BF;
   constexpr int kK = K::kK, LD = K::LD, BN = K::BN, NT = K::NT, LDS = K::LDS, KS = K::KS, NQ = K::NQ, NO = K::NO;
   static_assert(D % 32 == 0 && BM % 16 == 0, "tile shape");
+  static_assert(MK * NQ <= 32, "emask bits");
 
   extern __shared__ __align__(16) unsigned char smem[];
   T* sK = reinterpret_cast<T*>(smem);
@@ -664,6 +744,16 @@ __global__ void __launch_bounds__(NW * 32) la_bwd_kernel(const BwdArgs a) {
 
   const int wkey = warp * 16 * MK;
   const int k0w = n0 + wkey, k1w = min(n0 + wkey + 16 * MK, a.N);  // this warp's keys
+  // kok bit mk: the warp's 16 keys of m-tile mk all exist and are unmasked.
+  uint32_t kok = 0;
+  if constexpr (kClassify) {
+#pragma unroll
+    for (int mk = 0; mk < MK; ++mk) {
+      const int key = k0w + mk * 16 + (lane & 15);
+      const bool ok = key < a.N && (!mrow || mrow[key]);
+      if (__all_sync(0xffffffffu, ok)) kok |= 1u << mk;
+    }
+  }
   for (int it = 0; it < nit; ++it) {
     const int buf = it & 1;
     if (it + 1 < nit) {
@@ -704,7 +794,7 @@ __global__ void __launch_bounds__(NW * 32) la_bwd_kernel(const BwdArgs a) {
         }
 #pragma unroll
         for (int np = 0; np < NQ / 2; ++np) {
-          if (!live(np * 16, np * 16 + 16)) continue;
+          if (kSkip && !live(np * 16, np * 16 + 16)) continue;
           BF bq[2], bo[2];
           Tr::load_b_nt2(bq, cQ, LD, ks * kK, np * 16);
           Tr::load_b_nt2(bo, cdO, LD, ks * kK, np * 16);
@@ -720,25 +810,56 @@ __global__ void __launch_bounds__(NW * 32) la_bwd_kernel(const BwdArgs a) {
     }
 
     // P^T = exp2(S^T * scale_log2 - lse2) where visible, dS^T = P^T (dP^T - D).
+    // emask bit mk*NQ+nq: that 16-key x 8-query tile has no visible pair.
+    uint32_t emask = 0;
 #pragma unroll
     for (int mk = 0; mk < MK; ++mk)
 #pragma unroll
-      for (int nq = 0; nq < NQ; ++nq)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int kl = wkey + mk * 16 + g + 8 * (e >> 1), key = n0 + kl;
-          const int ql = nq * 8 + 2 * t + (e & 1);
-          const bool vis = any && key >= cLo[ql] && key < cHi[ql] && sMk[kl];
-          const float p = vis ? ex2(st[mk][nq][e] * a.scale_log2 - cL[ql]) : 0.f;
-          st[mk][nq][e] = p;
-          dpt[mk][nq][e] = p * (dpt[mk][nq][e] - cD[ql]);
+      for (int nq = 0; nq < NQ; ++nq) {
+        bool full = false, empty = false;
+        if constexpr (kClassify) {
+          // Query bands are monotone (rows past the end: lo = INT_MAX, hi = hi_last).
+          const int kb = k0w + mk * 16, q0 = nq * 8;
+          empty = !any || cHi[q0 + 7] <= kb || cLo[q0] >= kb + 16;
+          full = !empty && ((kok >> mk) & 1u) && cLo[q0 + 7] <= kb && cHi[q0] >= kb + 16;
         }
+        if (full) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int ql = nq * 8 + 2 * t + (e & 1);
+            const float p = ex2(st[mk][nq][e] * a.scale_log2 - cL[ql]);
+            st[mk][nq][e] = p;
+            dpt[mk][nq][e] = p * (dpt[mk][nq][e] - cD[ql]);
+          }
+        } else if (empty) {
+          emask |= 1u << (mk * NQ + nq);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) st[mk][nq][e] = 0.f, dpt[mk][nq][e] = 0.f;
+        } else {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int kl = wkey + mk * 16 + g + 8 * (e >> 1), key = n0 + kl;
+            const int ql = nq * 8 + 2 * t + (e & 1);
+            const bool vis = any && key >= cLo[ql] && key < cHi[ql] && sMk[kl];
+            const float p = vis ? ex2(st[mk][nq][e] * a.scale_log2 - cL[ql]) : 0.f;
+            st[mk][nq][e] = p;
+            dpt[mk][nq][e] = p * (dpt[mk][nq][e] - cD[ql]);
+          }
+        }
+      }
 
     if (any) {
       // dV += P^T dO, dK += dS^T Q over the live query steps.
 #pragma unroll
       for (int ks = 0; ks < BM / kK; ++ks) {
-        if (!live(ks * kK, ks * kK + kK)) continue;
+        if (kSkip && !live(ks * kK, ks * kK + kK)) continue;
+        if constexpr (kClassify) {
+          constexpr uint32_t kStep = (1u << (kK / 8)) - 1u;
+          uint32_t m = 0;
+#pragma unroll
+          for (int mk = 0; mk < MK; ++mk) m |= kStep << (mk * NQ + ks * (kK / 8));
+          if ((emask & m) == m) continue;
+        }
         AF pa[MK], da[MK];
 #pragma unroll
         for (int mk = 0; mk < MK; ++mk) {
@@ -788,8 +909,9 @@ __global__ void __launch_bounds__(NW * 32) la_bwd_kernel(const BwdArgs a) {
       bool touched = false;
 #pragma unroll
       for (int ks = 0; ks < BN / kK; ++ks) {
-        if (!(n0 + ks * kK < ghi && n0 + ks * kK + kK > glo)) continue;
-        touched = true;
+        const bool in_band = n0 + ks * kK < ghi && n0 + ks * kK + kK > glo;
+        touched = touched || in_band;
+        if (kSkip && !in_band) continue;
         AF af;
         Tr::load_a_t(af, sdS, LDS, mq * 16, ks * kK);
 #pragma unroll
@@ -921,24 +1043,29 @@ void prepare(KernelFn fn, size_t smem, const char* op) {
   CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
 }
 
-template <class F> struct FwdLaunch;
-template <class Tr, int D, int NW, int MT, int BN, bool QREG>
-struct FwdLaunch<FwdKernel<Tr, D, NW, MT, BN, QREG>> {
+std::atomic<int> g_fwd_variant{-1}, g_bwd_variant{-1};  // -1: automatic (variant 0)
+
+// The OPT bits every configuration uses (variants below time the others).
+constexpr int kDefaultOpt = kOptClassify;
+
+template <class F, int OPT> struct FwdLaunch;
+template <class Tr, int D, int NW, int MT, int BN, bool QREG, int OPT>
+struct FwdLaunch<FwdKernel<Tr, D, NW, MT, BN, QREG>, OPT> {
   using K = FwdKernel<Tr, D, NW, MT, BN, QREG>;
   static void run(const FwdArgs& a, int BH, cudaStream_t s) {
-    auto fn = la_fwd_kernel<Tr, D, NW, MT, BN, QREG>;
+    auto fn = la_fwd_kernel<Tr, D, NW, MT, BN, QREG, OPT>;
     prepare(fn, K::smem_bytes(), "cuda::local_attention_forward");
     dim3 grid((a.N + K::BM - 1) / K::BM, BH);
     fn<<<grid, K::NT, K::smem_bytes(), s>>>(a);
     CUDA_CHECK_LAUNCH();
   }
 };
-template <class F> struct BwdLaunch;
-template <class Tr, int D, int NW, int MK, int BM>
-struct BwdLaunch<BwdKernel<Tr, D, NW, MK, BM>> {
+template <class F, int OPT> struct BwdLaunch;
+template <class Tr, int D, int NW, int MK, int BM, int OPT>
+struct BwdLaunch<BwdKernel<Tr, D, NW, MK, BM>, OPT> {
   using K = BwdKernel<Tr, D, NW, MK, BM>;
   static void run(const BwdArgs& a, int BH, cudaStream_t s) {
-    auto fn = la_bwd_kernel<Tr, D, NW, MK, BM>;
+    auto fn = la_bwd_kernel<Tr, D, NW, MK, BM, OPT>;
     prepare(fn, K::smem_bytes(), "cuda::local_attention_backward");
     dim3 grid((a.N + K::BN - 1) / K::BN, BH);
     fn<<<grid, K::NT, K::smem_bytes(), s>>>(a);
@@ -946,44 +1073,48 @@ struct BwdLaunch<BwdKernel<Tr, D, NW, MK, BM>> {
   }
 };
 
-// Alternative configurations of the f32 (TF32) d = 64 kernels, the shape the
-// light branch uses (set_local_attention_variants; the benchmark times them
-// all). Variant 0 is Cfg; nothing else instantiates extra kernels.
-// Measured on an H100 (ms, fwd / bwd alone, `bench local_attention --variants`):
-//   non-causal exact w=64 2x8x32768x64: v0 0.522 / 1.695, v1 0.629 / 2.931,
-//                                        v2 0.580 / 2.490, v3 0.777 / 1.941
-//   causal w=128 2x8x8192x64:           v0 0.145 / 0.533, v1 0.198 / 0.881,
-//                                        v2 0.163 / 0.691, v3 0.216 / 0.699
-// (v0 spills a few registers in the forward, 88 bytes, and is still fastest.)
+// Variants of the f32 (TF32) d = 64 kernels, the shape the light branch uses
+// (set_local_attention_variants; `colt5 bench local-attention --variants`
+// times them all): variant 0 is the default (Cfg, OPT = classify); 1-3 are
+// the same tiles with OPT = skip only (the kernels before tile
+// classification), classify + skip, neither. Other dtypes and head dims use
+// the default for every variant. Measured on an H100 (ms, fwd / bwd alone):
+//   non-causal exact w=64 2x8x32768x64: classify 0.443 / 1.368, skip 0.518 / 1.726,
+//                                        classify+skip 0.552 / 1.575, neither 0.436 / 1.401
+//   causal w=128 2x8x8192x64:           classify 0.128 / 0.414, skip 0.146 / 0.536,
+//                                        classify+skip 0.154 / 0.480, neither 0.122 / 0.424
+// (band-test branches inside the unrolled MMA loops cost more than the MMAs
+// they skip). Earlier tile-shape variants (NW/MT/BN/BM) were all slower: bwd
+// 1.94-2.93 ms against 1.695 with skip.
 constexpr int kFwdVariants = 4, kBwdVariants = 4;
-template <class Tr, int D, int V> struct FwdV { using K = typename Cfg<Tr, D>::Fwd; };
-template <> struct FwdV<MmaTf32<false>, 64, 1> { using K = FwdKernel<MmaTf32<false>, 64, 4, 1, 64, true>; };
-template <> struct FwdV<MmaTf32<false>, 64, 2> { using K = FwdKernel<MmaTf32<false>, 64, 4, 2, 64, false>; };
-template <> struct FwdV<MmaTf32<false>, 64, 3> { using K = FwdKernel<MmaTf32<false>, 64, 8, 1, 64, true>; };
-template <class Tr, int D, int V> struct BwdV { using K = typename Cfg<Tr, D>::Bwd; };
-template <> struct BwdV<MmaTf32<false>, 64, 1> { using K = BwdKernel<MmaTf32<false>, 64, 4, 1, 64>; };
-template <> struct BwdV<MmaTf32<false>, 64, 2> { using K = BwdKernel<MmaTf32<false>, 64, 8, 1, 32>; };
-template <> struct BwdV<MmaTf32<false>, 64, 3> { using K = BwdKernel<MmaTf32<false>, 64, 2, 1, 32>; };
-
-std::atomic<int> g_fwd_variant{-1}, g_bwd_variant{-1};  // -1: automatic (variant 0)
-
+constexpr int kVariantOpt[kFwdVariants] = {kDefaultOpt, kOptSkip, kOptClassify | kOptSkip, 0};
 template <class Tr, int D>
 void launch_fwd(const FwdArgs& a, int BH, cudaStream_t s) {
-  switch (g_fwd_variant.load()) {
-    case 1: return FwdLaunch<typename FwdV<Tr, D, 1>::K>::run(a, BH, s);
-    case 2: return FwdLaunch<typename FwdV<Tr, D, 2>::K>::run(a, BH, s);
-    case 3: return FwdLaunch<typename FwdV<Tr, D, 3>::K>::run(a, BH, s);
-    default: return FwdLaunch<typename FwdV<Tr, D, 0>::K>::run(a, BH, s);
+  using K = typename Cfg<Tr, D>::Fwd;
+  const int v = g_fwd_variant.load();
+  if constexpr (std::is_same_v<Tr, MmaTf32<false>> && D == 64) {
+    switch (v) {
+      case 1: return FwdLaunch<K, kVariantOpt[1]>::run(a, BH, s);
+      case 2: return FwdLaunch<K, kVariantOpt[2]>::run(a, BH, s);
+      case 3: return FwdLaunch<K, kVariantOpt[3]>::run(a, BH, s);
+      default: break;
+    }
   }
+  return FwdLaunch<K, kDefaultOpt>::run(a, BH, s);
 }
 template <class Tr, int D>
 void launch_bwd(const BwdArgs& a, int BH, cudaStream_t s) {
-  switch (g_bwd_variant.load()) {
-    case 1: return BwdLaunch<typename BwdV<Tr, D, 1>::K>::run(a, BH, s);
-    case 2: return BwdLaunch<typename BwdV<Tr, D, 2>::K>::run(a, BH, s);
-    case 3: return BwdLaunch<typename BwdV<Tr, D, 3>::K>::run(a, BH, s);
-    default: return BwdLaunch<typename BwdV<Tr, D, 0>::K>::run(a, BH, s);
+  using K = typename Cfg<Tr, D>::Bwd;
+  const int v = g_bwd_variant.load();
+  if constexpr (std::is_same_v<Tr, MmaTf32<false>> && D == 64) {
+    switch (v) {
+      case 1: return BwdLaunch<K, kVariantOpt[1]>::run(a, BH, s);
+      case 2: return BwdLaunch<K, kVariantOpt[2]>::run(a, BH, s);
+      case 3: return BwdLaunch<K, kVariantOpt[3]>::run(a, BH, s);
+      default: break;
+    }
   }
+  return BwdLaunch<K, kDefaultOpt>::run(a, BH, s);
 }
 
 int padded_dim(int64_t d) { return d <= 32 ? 32 : d <= 64 ? 64 : 128; }

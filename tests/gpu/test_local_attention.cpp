@@ -313,12 +313,15 @@ TEST_CASE("cuda local attention f32 kernel variants vs CPU f64") {
   uint32_t seed = 500;
   for (int v = 0; v < 4; ++v) {
     colt5::kernels::cuda::set_local_attention_variants(v, v);
-    for (const Case& c : {Case{.N = 300, .d = 64}, Case{.N = 300, .d = 64, .w = 128, .lb = 1, .lf = 0, .causal = true,
-                                                         .exact = false, .mask_mode = 2}}) {
-      INFO("variant ", v, " causal=", c.causal);
+    for (const Case& c : gpu_cases()) {
+      if (c.d != 64) continue;
+      INFO("variant ", v, " N=", c.N, " w=", c.w, " look=", c.lb, "/", c.lf, " causal=", c.causal,
+           " exact=", c.exact, " mask=", c.mask_mode, " layout=", c.layout);
       CHECK(run_case(c, DType::f32, true, seed++) <= kTolTf32);
     }
   }
+  CHECK_THROWS_AS(colt5::kernels::cuda::set_local_attention_variants(4, 0), colt5::Error);
+  CHECK_THROWS_AS(colt5::kernels::cuda::set_local_attention_variants(0, 4), colt5::Error);
 }
 
 // The op on CUDA tensors: forward and all gradients through the tape against
