@@ -29,6 +29,11 @@ TEST_CASE("tensor: factories and views share storage") {
   CHECK_THROWS_WITH_AS(a.view({5, -1}), doctest::Contains("view"), Error);
   CHECK_THROWS_WITH_AS(a.t().view({12}), doctest::Contains("without a copy"), Error);
   CHECK(a.t().reshape({12}).to_vector<float>()[1] == 4.0f);
+  // A tensor without elements is contiguous whatever its strides.
+  Tensor z = empty({3, 0, 2});
+  CHECK(z.strides() == Shape{2, 2, 1});
+  CHECK(z.is_contiguous());
+  CHECK(z.contiguous().storage() == z.storage());
 }
 
 TEST_CASE("tensor: elementwise broadcasting over strides, by hand") {

@@ -518,6 +518,8 @@ int bench_flash_attention_kernels(int argc, char** argv) {
     const LocalAttentionBenchSpec specs[] = {
         {"local non-causal w=64 look 1/1 2x8x32768x64", 2, 8, 32768, 64, 64, 1, 1, false, true, DType::f32, 3.0},
         {"local causal w=128 look 1/0 2x8x8192x64", 2, 8, 8192, 64, 128, 1, 0, true, false, DType::f32, 0},
+        // the same kernels with every key in the band, at the heavy shape's size (per-pair yardstick)
+        {"local all keys in band w=N=1024 2x8x1024x64", 2, 8, 1024, 64, 1024, 0, 0, false, false, DType::f32, 0},
     };
     for (const LocalAttentionBenchSpec& sp : specs) {
       const std::string tag = std::string(sp.name) + " " + colt5::dtype_name(sp.dtype) + "/tf32";
@@ -536,10 +538,13 @@ int bench_flash_attention_kernels(int argc, char** argv) {
     }
   }
 
-  // Per attended pair, local vs the dense f32 (TF32) 8192 row: target within 1.5x.
-  double dense_ps = 0;
-  for (const Row& r : rows)
+  // Per attended pair, local vs the dense f32 (TF32) 8192 row and vs the same
+  // local kernels with every key in the band: target within 1.5x.
+  double dense_ps = 0, band_ps = 0;
+  for (const Row& r : rows) {
     if (r.name == "2x8x8192x8192x64 f32/tf32") dense_ps = r.fb * 1e9 / r.pairs;
+    if (r.name.rfind("local all keys in band", 0) == 0) band_ps = r.fb * 1e9 / r.pairs;
+  }
 
   std::printf("\nms = median milliseconds; TF = TFLOP/s; f+b = forward+backward; unfused = matmul + softmax + matmul "
               "on the same GPU;\nAuto = what attention() runs for the shape by default (AttentionBackend::Auto, no "
@@ -561,8 +566,14 @@ int bench_flash_attention_kernels(int argc, char** argv) {
     }
     if (r.local && r.target > 0 && dense_ps > 0) {
       const double x = (r.fb * 1e9 / r.pairs) / dense_ps;
-      char b[64];
-      std::snprintf(b, sizeof b, "; per pair %.2fx dense (<= 1.5x %s)", x, x <= 1.5 ? "met" : "MISSED");
+      char b[80];
+      std::snprintf(b, sizeof b, "; per pair %.2fx the 8192 kernel (<= 1.5x %s)", x, x <= 1.5 ? "met" : "MISSED");
+      status += b;
+    }
+    if (r.local && r.target > 0 && band_ps > 0) {
+      const double x = (r.fb * 1e9 / r.pairs) / band_ps;
+      char b[80];
+      std::snprintf(b, sizeof b, ", %.2fx itself all-in-band (<= 1.5x %s)", x, x <= 1.5 ? "met" : "MISSED");
       status += b;
     }
     if (r.cfb > 0 && r.fb > 0) {

@@ -6,8 +6,10 @@
 //   causal, window 128, look back 1, 2x8x8192x64
 // in f32 (TF32) and bf16. Prints fwd, bwd and fwd+bwd milliseconds (medians,
 // CUDA events), TFLOP/s counted as attended pairs x 4d flops (x3.5 for
-// fwd+bwd), the time per attended pair beside the dense flash kernel's on
-// 2x8x8192x8192x64 f32 (target within 1.5x), the op (tensors + autograd) and
+// fwd+bwd), the time per attended pair beside two yardsticks (target within
+// 1.5x): the dense flash kernel's on 2x8x8192x8192x64 f32 ("x dense") and
+// the same local kernels' with every key in the band at the heavy shape's
+// size, 2x8x1024x64 with window = N ("x band"); the op (tensors + autograd) and
 // the reference. Options: [--iters N] [--only TEXT] [--no-reference]
 // [--no-dense] [--variants]. Without CUDA it prints a note and returns 0.
 #pragma once

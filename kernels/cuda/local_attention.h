@@ -44,7 +44,7 @@ void local_attention_backward(const LocalAttentionParams& p, void* workspace, si
                               cudaStream_t stream);
 
 // Tuning hook for benchmarks and tests: force a kernel configuration of the
-// f32 (TF32) kernels at head dim 64: forward 0..3, backward 0..3; -1 (the
+// f32 (TF32) kernels at head dim 64: forward 0..7, backward 0..7; -1 (the
 // default) chooses automatically. Process-wide; other dtypes and head dims
 // ignore it. The configurations are listed in local_attention.cu.
 void set_local_attention_variants(int forward_variant, int backward_variant);

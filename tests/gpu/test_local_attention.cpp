@@ -311,7 +311,7 @@ TEST_CASE("cuda local attention f32 kernel variants vs CPU f64") {
     ~Reset() { colt5::kernels::cuda::set_local_attention_variants(-1, -1); }
   } reset;
   uint32_t seed = 500;
-  for (int v = 0; v < 4; ++v) {
+  for (int v = 0; v < 8; ++v) {
     colt5::kernels::cuda::set_local_attention_variants(v, v);
     for (const Case& c : gpu_cases()) {
       if (c.d != 64) continue;
@@ -320,8 +320,8 @@ TEST_CASE("cuda local attention f32 kernel variants vs CPU f64") {
       CHECK(run_case(c, DType::f32, true, seed++) <= kTolTf32);
     }
   }
-  CHECK_THROWS_AS(colt5::kernels::cuda::set_local_attention_variants(4, 0), colt5::Error);
-  CHECK_THROWS_AS(colt5::kernels::cuda::set_local_attention_variants(0, 4), colt5::Error);
+  CHECK_THROWS_AS(colt5::kernels::cuda::set_local_attention_variants(8, 0), colt5::Error);
+  CHECK_THROWS_AS(colt5::kernels::cuda::set_local_attention_variants(0, 8), colt5::Error);
 }
 
 // The op on CUDA tensors: forward and all gradients through the tape against
