@@ -34,15 +34,20 @@
 //
 // Measured on an H100 (kernels alone, ms fwd / bwd / fwd+bwd; attended pairs
 // x 4d flops, x3.5 for fwd+bwd):
-//   non-causal exact w=64 look 1/1 2x8x32768x64  f32  0.526 / 1.732 / 2.267 (26.7 TFLOP/s)
-//                                                bf16 0.388 / 1.416 / 1.807 (33.5 TFLOP/s)
-//   causal w=128 look 1/0 2x8x8192x64            f32  0.147 / 0.542 / 0.702 (31.9 TFLOP/s)
-//                                                bf16 0.107 / 0.383 / 0.494 (45.3 TFLOP/s)
-// Per attended pair the f32 non-causal case costs 33.6 ps against the dense
-// kernel's 10.8 ps on 2x8x8192x8192x64 (3.1x): the key tiles are cut at
-// 8-key MMA granularity (160 keys computed per 129 attended), each block
-// walks only ~4 key tiles so its Q load and epilogue are not amortised, and
-// the backward (3.3x the forward) adds 3 dq atomic passes per query row.
+//   non-causal exact w=64 look 1/1 2x8x32768x64  f32  0.455 / 1.403 / 1.874 (32.3 TFLOP/s)
+//                                                bf16 0.361 / 1.236 / 1.593 (38.0 TFLOP/s)
+//   causal w=128 look 1/0 2x8x8192x64            f32  0.127 / 0.414 / 0.555 (40.3 TFLOP/s)
+//                                                bf16 0.104 / 0.335 / 0.450 (49.7 TFLOP/s)
+//   every key in the band, w=N=1024 2x8x1024x64  f32  0.099 / 0.191 / 0.301 (17.96 ps per pair)
+// (before tile classification: 0.526 / 1.732 / 2.267 for the first row).
+// Per attended pair the f32 non-causal case costs 27.7 ps: 1.54x these same
+// kernels with every key in the band, 2.56x the dense flash kernel on
+// 2x8x8192x8192x64 (10.8 ps). What remains: each key block of the backward
+// walks only ~6 query tiles, so its K/V load, pipeline start and epilogue are
+// not amortised; 3 dq atomic passes per query row; 8-key MMA granularity
+// (160 keys computed per 129 attended); and at w=64, d=64 the kernels move
+// ~1 KB per query for ~33 kFLOP, close to the H100's memory/compute balance
+// (ncu: 0.54 GB of DRAM traffic in the forward).
 #include "kernels/cuda/local_attention.h"
 
 #include <cuda_bf16.h>
