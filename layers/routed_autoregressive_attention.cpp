@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "layers/routed_feed_forward.h"  // layer_router_config
+#include "layers/routed_heavy_branch.h"
 #include "ops/attention.h"
 #include "ops/coor_descent.h"
 #include "ops/elementwise.h"
@@ -78,15 +79,9 @@ ConditionalRoutedAutoregressiveAttention::ConditionalRoutedAutoregressiveAttenti
     : cfg_(config) {
   const char* who = "ConditionalRoutedAutoregressiveAttention";
   const auto& c = cfg_;
-  COLT5_CHECK(c.dim > 0, who, ": dim must be positive, got ", c.dim);
-  COLT5_CHECK(c.num_heavy_tokens_q >= 1 && c.num_heavy_tokens_kv >= 1, who,
-              ": num_heavy_tokens_q and num_heavy_tokens_kv must be >= 1, got ", c.num_heavy_tokens_q, " and ",
-              c.num_heavy_tokens_kv);
+  const RoutedHeavyBranchConfig heavy = routed_heavy_branch_config(c);
+  check_routed_heavy_branch_config(heavy, who);
   COLT5_CHECK(c.heavy_chunk_bytes >= 1, who, ": heavy_chunk_bytes must be >= 1, got ", c.heavy_chunk_bytes);
-  COLT5_CHECK(c.num_routed_kv >= 1, who, ": num_routed_kv must be >= 1, got ", c.num_routed_kv);
-  COLT5_CHECK(c.heavy_heads > 0 && c.heavy_dim_head > 0, who, ": heavy_heads and heavy_dim_head must be positive");
-  COLT5_CHECK(c.heavy_heads % c.num_routed_kv == 0, who, ": heavy_heads (", c.heavy_heads,
-              ") must be divisible by num_routed_kv (", c.num_routed_kv, "): each key / value route gets its own heads");
   COLT5_CHECK(c.light_heads > 0 && c.light_dim_head > 0, who, ": light_heads and light_dim_head must be positive");
   COLT5_CHECK(c.light_window_size >= 1, who, ": light_window_size must be >= 1, got ", c.light_window_size);
   COLT5_CHECK(!c.heavy_window_size || *c.heavy_window_size >= 1, who, ": heavy_window_size must be >= 1, got ",
@@ -110,19 +105,7 @@ ConditionalRoutedAutoregressiveAttention::ConditionalRoutedAutoregressiveAttenti
                                                                                        .look_backward = 1,
                                                                                        .look_forward = 0},
                                                                         gen));
-  if (c.use_null_q_tokens) {
-    register_parameter("null_q_token", null_q_token, empty({c.dim}));
-    init_normal(null_q_token, gen);
-  }
-  q_router = register_module("q_router", std::make_shared<CoordinateDescentRouter>(c.dim, q_rc, gen));
-  kv_router = register_module("kv_router", std::make_shared<CoordinateDescentRouter>(c.dim, kv_rc, gen));
-  heavy_attn = register_module("heavy_attn", std::make_shared<Attention>(
-                                                 AttentionConfig{.dim = c.dim,
-                                                                 .dim_head = c.heavy_dim_head,
-                                                                 .heads = c.heavy_heads,
-                                                                 .multiply_keys_by_score = c.multiply_keys_by_score,
-                                                                 .use_flash = c.use_flash_attn},
-                                                 gen));
+  register_routed_heavy_branch(*this, heavy, q_rc, kv_rc, gen, null_q_token, q_router, kv_router, heavy_attn);
   if (c.rotary_emb) rotary_emb = register_module("rotary_emb", std::make_shared<RotaryEmbedding>(c.heavy_dim_head));
 }
 

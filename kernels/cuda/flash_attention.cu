@@ -27,21 +27,18 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
 #include "engine/cuda/check.h"
+#include "kernels/cuda/launch_util.h"
 #include "kernels/cuda/mma_tiles.cuh"
 
 namespace colt5::kernels::cuda {
 namespace {
 
-using namespace tiles;  // kernels/cuda/mma_tiles.cuh
-
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-#define FA_INF __int_as_float(0x7f800000)
+using namespace tiles;   // kernels/cuda/mma_tiles.cuh
+using namespace launch;  // kernels/cuda/launch_util.h
 
 // ------------------------------------------------------------------ forward
 
@@ -149,7 +146,7 @@ __global__ void __launch_bounds__(NW * 32) fa_fwd_kernel(const FwdArgs a) {
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-      for (int r = 0; r < 2; ++r) m_i[mt][r] = -FA_INF, l_i[mt][r] = 0.f;
+      for (int r = 0; r < 2; ++r) m_i[mt][r] = -kInf, l_i[mt][r] = 0.f;
 #pragma unroll
       for (int no = 0; no < NO; ++no)
 #pragma unroll
@@ -220,7 +217,7 @@ __global__ void __launch_bounds__(NW * 32) fa_fwd_kernel(const FwdArgs a) {
             const int jl = ns * 8 + 2 * t + (e & 1);
             const int row = m0 + wrow + mt * 16 + g + 8 * (e >> 1);
             const bool vis = cM[jl] && (!a.causal || n0 + jl <= row + a.offset);
-            if (!vis) s[mt][ns][e] = -FA_INF;
+            if (!vis) s[mt][ns][e] = -kInf;
           }
     }
 
@@ -229,13 +226,13 @@ __global__ void __launch_bounds__(NW * 32) fa_fwd_kernel(const FwdArgs a) {
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        float mx = -FA_INF;
+        float mx = -kInf;
 #pragma unroll
         for (int ns = 0; ns < NS; ++ns) mx = fmaxf(mx, fmaxf(s[mt][ns][2 * r], s[mt][ns][2 * r + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_new = fmaxf(m_i[mt][r], mx);
-        const float m_use = m_new == -FA_INF ? 0.f : m_new;
+        const float m_use = m_new == -kInf ? 0.f : m_new;
         const float alpha = ex2(m_i[mt][r] - m_use);
         m_i[mt][r] = m_new;
         float rs = 0.f;
@@ -287,7 +284,7 @@ __global__ void __launch_bounds__(NW * 32) fa_fwd_kernel(const FwdArgs a) {
       const float inv = l > 0.f ? 1.f / l : 0.f;
       if (row < a.Nq) {
         if (blockIdx.z == 0 && t == 0)
-          a.lse[(long long)bh * a.Nq + row] = l > 0.f ? (m_i[mt][r] + __log2f(l)) * kLn2 : -FA_INF;
+          a.lse[(long long)bh * a.Nq + row] = l > 0.f ? (m_i[mt][r] + __log2f(l)) * kLn2 : -kInf;
         T* orow = o + (long long)row * a.osn;
 #pragma unroll
         for (int no = 0; no < NO; ++no) {
@@ -380,7 +377,7 @@ __global__ void __launch_bounds__(NW * 32) fa_bwd_kernel(const BwdArgs a) {
     load_tile<T, D, LD, BM, NT>(sdO + buf * BM * LD, dout, a.dosn, i0, a.Nq, a.d, vec);
     for (int j = tid; j < BM; j += NT) {
       const int i = i0 + j;
-      sL[buf * BM + j] = i < a.Nq ? lse2[i] : FA_INF;
+      sL[buf * BM + j] = i < a.Nq ? lse2[i] : kInf;
       sD[buf * BM + j] = i < a.Nq ? Dv[i] : 0.f;
     }
   };
@@ -651,7 +648,7 @@ __global__ void __launch_bounds__(NW * 32) fa_bwd_dq_kernel(const BwdArgs a) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = m0 + wrow + mt * 16 + g + 8 * r;
-      l2[mt][r] = row < a.Nq ? a.lse2[(long long)bh * a.Nq + row] : FA_INF;
+      l2[mt][r] = row < a.Nq ? a.lse2[(long long)bh * a.Nq + row] : kInf;
       Dr[mt][r] = row < a.Nq ? a.Dv[(long long)bh * a.Nq + row] : 0.f;
     }
   float acc[MT][NO][4];
@@ -816,7 +813,7 @@ __global__ void __launch_bounds__(256) fa_bwd_pre_kernel(const PreArgs a) {
     float* dqa = a.dq_acc + ri * a.d;
     if (lane == 0) {
       a.Dv[ri] = D;
-      a.lse2[ri] = lse == -FA_INF ? FA_INF : lse * kLog2e;
+      a.lse2[ri] = lse == -kInf ? kInf : lse * kLog2e;
     }
     if (nk) {
       float s = 0.f, dp = 0.f;
@@ -830,7 +827,7 @@ __global__ void __launch_bounds__(256) fa_bwd_pre_kernel(const PreArgs a) {
       }
       s = warp_sum(s) * a.scale;
       dp = warp_sum(dp);
-      const float p = lse == -FA_INF ? 0.f : __expf(s - lse);
+      const float p = lse == -kInf ? 0.f : __expf(s - lse);
       const float ds = p * (dp - D);
 #pragma unroll
       for (int c = 0; c < 8; ++c) {
@@ -907,11 +904,6 @@ __global__ void zero_kernel(T* p, long long sb, long long sh, long long sn, int 
 
 // ------------------------------------------------------------------ dispatch
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-bool strides_ok(const AttnStrides& s, int64_t ce) { return s.b % ce == 0 && s.h % ce == 0 && s.n % ce == 0; }
-
-int grid_for(long long total) { return int(std::min<long long>((total + 255) / 256, 4096)); }
-
 // Kernel configurations per (dtype class, padded head dim).
 //   Fwd: NW warps, MT m-tiles of 16 query rows per warp, BN keys per tile,
 //        DSPLIT head-dim chunks (grid z), QREG: Q fragments held in registers.
@@ -967,20 +959,6 @@ template <> struct Cfg<MmaTf32<true>, 256> {
   using Fwd = FwdKernel<MmaTf32<true>, 256, 4, 1, 32, 2, false>;
   using Bwd = BwdKernel<MmaTf32<true>, 256, 2, 1, 16, 2>;
 };
-
-int max_smem_optin() {
-  int dev = 0, v = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  return v;
-}
-
-template <class KernelFn>
-void prepare(KernelFn fn, size_t smem, const char* op) {
-  static const int limit = max_smem_optin();
-  COLT5_CHECK(smem <= size_t(limit), op, ": kernel needs ", smem, " bytes of shared memory, device allows ", limit);
-  CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-}
 
 template <class F> struct FwdLaunch;
 template <class Tr, int D, int NW, int MT, int BN, int DSPLIT, bool QREG>
@@ -1152,7 +1130,6 @@ struct BwdWorkspace {
   size_t lse2 = 0, Dv = 0, dq_acc = 0, part = 0, total = 0;
   int nblk = 0;
 };
-size_t round_up(size_t x) { return (x + 255) & ~size_t(255); }
 BwdWorkspace bwd_workspace(const FlashAttentionParams& p) {
   BwdWorkspace w;
   const size_t rows = size_t(p.B * p.H * p.Nq);
@@ -1194,9 +1171,9 @@ void flash_attention_forward(const FlashAttentionParams& p, void*, size_t, cudaS
   a.H = int(p.H), a.Nq = int(p.Nq), a.Nk = int(p.Nk), a.d = int(p.d);
   a.causal = p.causal, a.offset = int(p.Nk - p.Nq);
   a.scale_log2 = float(p.scale * 1.4426950408889634);
-  a.vec_in = p.d % ce == 0 && aligned16(p.q) && aligned16(p.k) && aligned16(p.v) && strides_ok(p.q_stride, ce) &&
+  a.vec_in = p.d % ce == 0 && aligned(p.q, 16) && aligned(p.k, 16) && aligned(p.v, 16) && strides_ok(p.q_stride, ce) &&
              strides_ok(p.k_stride, ce) && strides_ok(p.v_stride, ce);
-  a.vec_out = (reinterpret_cast<uintptr_t>(p.out) % (2 * elem_size(p.dtype))) == 0 && strides_ok(p.out_stride, 2);
+  a.vec_out = aligned(p.out, 2 * elem_size(p.dtype)) && strides_ok(p.out_stride, 2);
   const int BH = int(p.B * p.H);
   dispatch(p, [&]<class Tr, int D>() { launch_fwd<Tr, D>(a, BH, stream); });
 }
@@ -1278,11 +1255,10 @@ void flash_attention_backward(const FlashAttentionParams& p, void* workspace, si
     a.H = int(p.H), a.Nq = int(p.Nq), a.Nk = int(p.Nk), a.d = int(p.d);
     a.causal = p.causal, a.offset = int(p.Nk - p.Nq);
     a.scale_log2 = float(p.scale * 1.4426950408889634), a.scale = float(p.scale);
-    a.vec_in = p.d % ce == 0 && aligned16(p.q) && aligned16(p.k) && aligned16(p.v) && aligned16(p.dout) &&
+    a.vec_in = p.d % ce == 0 && aligned(p.q, 16) && aligned(p.k, 16) && aligned(p.v, 16) && aligned(p.dout, 16) &&
                strides_ok(p.q_stride, ce) && strides_ok(p.k_stride, ce) && strides_ok(p.v_stride, ce) &&
                strides_ok(p.dout_stride, ce);
-    a.vec_out = (reinterpret_cast<uintptr_t>(p.dk) % (2 * es)) == 0 &&
-                (reinterpret_cast<uintptr_t>(p.dv) % (2 * es)) == 0 && strides_ok(p.dk_stride, 2) &&
+    a.vec_out = aligned(p.dk, 2 * es) && aligned(p.dv, 2 * es) && strides_ok(p.dk_stride, 2) &&
                 strides_ok(p.dv_stride, 2);
     dispatch(p, [&]<class Tr, int D>() { launch_bwd<Tr, D>(a, BH, stream); });
   }
@@ -1325,7 +1301,7 @@ __global__ void ref_softmax_fwd_kernel(const float* S, T* P, long long n, float 
     if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
     __syncthreads();
     const int nw = blockDim.x >> 5;
-    x = threadIdx.x < nw ? red[threadIdx.x] : (is_max ? -FA_INF : 0.f);
+    x = threadIdx.x < nw ? red[threadIdx.x] : (is_max ? -kInf : 0.f);
     if (threadIdx.x < 32)
       for (int o = 16; o > 0; o >>= 1) {
         const float y = __shfl_xor_sync(0xffffffffu, x, o);
@@ -1335,7 +1311,7 @@ __global__ void ref_softmax_fwd_kernel(const float* S, T* P, long long n, float 
     __syncthreads();
     return red[0];
   };
-  float mx = -FA_INF;
+  float mx = -kInf;
   for (long long j = threadIdx.x; j < n; j += blockDim.x) mx = fmaxf(mx, s[j] * scale);
   mx = block_reduce(mx, true);
   float sum = 0.f;

@@ -54,23 +54,20 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <type_traits>
 
 #include "engine/cuda/check.h"
+#include "kernels/cuda/launch_util.h"
 #include "kernels/cuda/mma_tiles.cuh"
 
 namespace colt5::kernels::cuda {
 namespace {
 
-using namespace tiles;  // kernels/cuda/mma_tiles.cuh
+using namespace tiles;   // kernels/cuda/mma_tiles.cuh
+using namespace launch;  // kernels/cuda/launch_util.h
 using Band = colt5::kernels::LocalBand<int>;
-
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-#define LA_INF __int_as_float(0x7f800000)
 
 // ------------------------------------------------------------------ band on the device
 
@@ -190,7 +187,7 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-    for (int r = 0; r < 2; ++r) m_i[mt][r] = -LA_INF, l_i[mt][r] = 0.f;
+    for (int r = 0; r < 2; ++r) m_i[mt][r] = -kInf, l_i[mt][r] = 0.f;
 #pragma unroll
     for (int no = 0; no < NO; ++no)
 #pragma unroll
@@ -276,13 +273,13 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
             } else if (empty) {
               emask |= 1u << (mt * NS + ns);
 #pragma unroll
-              for (int e = 0; e < 4; ++e) s[mt][ns][e] = -LA_INF;
+              for (int e = 0; e < 4; ++e) s[mt][ns][e] = -kInf;
             } else {
 #pragma unroll
               for (int e = 0; e < 4; ++e) {
                 const int jl = ns * 8 + 2 * t + (e & 1), r = e >> 1;
                 const bool vis = jl >= lo[r] && jl < hi[r] && cM[jl];
-                s[mt][ns][e] = vis ? s[mt][ns][e] * a.scale_log2 : -LA_INF;
+                s[mt][ns][e] = vis ? s[mt][ns][e] * a.scale_log2 : -kInf;
               }
             }
           }
@@ -299,7 +296,7 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
               for (int e = 0; e < 2; ++e) {
                 const int jl = ns * 8 + 2 * t + e;
                 const bool vis = jl >= lo && jl < hi && cM[jl];
-                s[mt][ns][2 * r + e] = vis ? s[mt][ns][2 * r + e] * a.scale_log2 : -LA_INF;
+                s[mt][ns][2 * r + e] = vis ? s[mt][ns][2 * r + e] * a.scale_log2 : -kInf;
               }
           }
       }
@@ -309,13 +306,13 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          float mx = -LA_INF;
+          float mx = -kInf;
 #pragma unroll
           for (int ns = 0; ns < NS; ++ns) mx = fmaxf(mx, fmaxf(s[mt][ns][2 * r], s[mt][ns][2 * r + 1]));
           mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
           mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
           const float m_new = fmaxf(m_i[mt][r], mx);
-          const float m_use = m_new == -LA_INF ? 0.f : m_new;
+          const float m_use = m_new == -kInf ? 0.f : m_new;
           const float alpha = ex2(m_i[mt][r] - m_use);
           m_i[mt][r] = m_new;
           float rs = 0.f;
@@ -378,7 +375,7 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
       const int row = m0 + wrow + mt * 16 + g + 8 * r;
       const float inv = l > 0.f ? 1.f / l : 0.f;
       if (row < a.N) {
-        if (t == 0) a.lse[(long long)bh * a.N + row] = l > 0.f ? (m_i[mt][r] + __log2f(l)) * kLn2 : -LA_INF;
+        if (t == 0) a.lse[(long long)bh * a.N + row] = l > 0.f ? (m_i[mt][r] + __log2f(l)) * kLn2 : -kInf;
         T* orow = o + (long long)row * a.osn;
 #pragma unroll
         for (int no = 0; no < NO; ++no) {
@@ -433,7 +430,7 @@ __global__ void __launch_bounds__(256) la_bwd_pre_kernel(const PreArgs a) {
     const long long ri = (long long)bh * a.N + i;
     const float lse = a.lse[ri];
     a.Dv[ri] = D;
-    a.lse2[ri] = lse == -LA_INF ? LA_INF : lse * kLog2e;
+    a.lse2[ri] = lse == -kInf ? kInf : lse * kLog2e;
   }
 }
 
@@ -532,7 +529,7 @@ __global__ void __launch_bounds__(NW * 32) la_bwd_kernel(const BwdArgs a) {
     for (int j = tid; j < BM; j += NT) {
       const int i = i0 + j;
       const bool in = i < a.N;
-      sL[buf * BM + j] = in ? lse2[i] : LA_INF;
+      sL[buf * BM + j] = in ? lse2[i] : kInf;
       sD[buf * BM + j] = in ? Dv[i] : 0.f;
       // Rows past the end see nothing (lo = INT_MAX) but keep hi monotone.
       sLo[buf * BM + j] = in ? band_lo(band, i) : 0x7fffffff;
@@ -837,20 +834,6 @@ template <> struct Cfg<MmaTf32<true>, 128> {
   using Bwd = BwdKernel<MmaTf32<true>, 128, 4, 1, 32>;
 };
 
-int max_smem_optin() {
-  int dev = 0, v = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  return v;
-}
-
-template <class KernelFn>
-void prepare(KernelFn fn, size_t smem, const char* op) {
-  static const int limit = max_smem_optin();
-  COLT5_CHECK(smem <= size_t(limit), op, ": kernel needs ", smem, " bytes of shared memory, device allows ", limit);
-  CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-}
-
 std::atomic<int> g_fwd_variant{-1}, g_bwd_variant{-1};  // -1: automatic (variant 0)
 
 // The OPT bits every configuration uses (variants below time the others).
@@ -970,11 +953,6 @@ void check_cuda_params(const LocalAttentionParams& p, bool backward, const char*
   COLT5_CHECK(p.N < (int64_t(1) << 29) && p.window < (int64_t(1) << 29), op, ": sequence too long: N=", p.N,
               " window=", p.window);
 }
-
-bool aligned(const void* ptr, size_t n) { return (reinterpret_cast<uintptr_t>(ptr) % n) == 0; }
-bool strides_ok(const AttnStrides& s, int64_t ce) { return s.b % ce == 0 && s.h % ce == 0 && s.n % ce == 0; }
-int grid_for(long long total) { return int(std::min<long long>((total + 255) / 256, 4096)); }
-size_t round_up(size_t x) { return (x + 255) & ~size_t(255); }
 
 struct BwdWorkspace {
   size_t lse2 = 0, Dv = 0, acc = 0, total = 0;

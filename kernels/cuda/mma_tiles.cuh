@@ -1,11 +1,13 @@
 // Warp-level tensor-core tiles shared by the attention kernels
 // (kernels/cuda/flash_attention.cu, kernels/cuda/local_attention.cu):
-// element conversions, cp.async / ldmatrix / mma.sync wrappers, the MMA
-// fragment traits MmaHalf<T> and MmaTf32<kSplit>, and load_tile.
+// softmax constants (kLog2e, kLn2, kInf), element conversions, cp.async /
+// ldmatrix / mma.sync wrappers, the MMA fragment traits MmaHalf<T> and
+// MmaTf32<kSplit>, and load_tile.
 //
-// Everything here is a template, a member of a class template, or a
-// __forceinline__ (= inline) function, so any number of .cu files may include
-// it without duplicate symbols.
+// Everything here is a template, a member of a class template, a
+// __forceinline__ (= inline) function or a constexpr constant (internal
+// linkage), so any number of .cu files may include it without duplicate
+// symbols.
 //
 // Fragment layouts (PTX mma.sync, per warp; lane l, g = l >> 2, t = l & 3):
 //   accumulator C, 16 x 8 f32: c[0], c[1] = C[g][2t], C[g][2t+1];
@@ -35,6 +37,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 namespace colt5::kernels::cuda::tiles {
@@ -43,6 +46,12 @@ using bf16 = __nv_bfloat16;
 using f16 = __half;
 
 // ------------------------------------------------------------------ helpers
+
+// Softmax in base 2: scores scaled by log2(e), lse converted back with ln(2).
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+// +infinity (bit pattern 0x7f800000): masked scores, empty-row lse.
+constexpr float kInf = std::numeric_limits<float>::infinity();
 
 template <class T> __device__ __forceinline__ float to_f(T x);
 template <> __device__ __forceinline__ float to_f<float>(float x) { return x; }
