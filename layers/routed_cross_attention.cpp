@@ -1,6 +1,7 @@
 #include "layers/routed_cross_attention.h"
 
 #include "layers/routed_feed_forward.h"  // layer_router_config
+#include "layers/routed_heavy_branch.h"
 #include "ops/elementwise.h"
 #include "ops/routing.h"
 
@@ -27,20 +28,18 @@ ConditionalRoutedCrossAttention::ConditionalRoutedCrossAttention(const Condition
       layer_router_config(c.router_kwargs, c.router_straight_through, c.kv_routing_tokens, c.use_triton, who);
   kv_rc.route_block_size = c.route_block_size;
 
-  // The package's construction order: null_q_token, q_router, kv_router, heavy_attn.
-  if (c.use_null_q_tokens) {
-    register_parameter("null_q_token", null_q_token, empty({c.dim}));
-    init_normal(null_q_token, gen);
-  }
-  q_router = register_module("q_router", std::make_shared<CoordinateDescentRouter>(c.dim, q_rc, gen));
-  kv_router = register_module("kv_router", std::make_shared<CoordinateDescentRouter>(c.dim, kv_rc, gen));
-  heavy_attn = register_module("heavy_attn", std::make_shared<Attention>(
-                                                 AttentionConfig{.dim = c.dim,
-                                                                 .dim_head = c.dim_head,
-                                                                 .heads = c.heads,
-                                                                 .multiply_keys_by_score = c.multiply_keys_by_score,
-                                                                 .use_flash = c.use_flash_attn},
-                                                 gen));
+  // The package's construction order: null_q_token, q_router, kv_router, heavy_attn
+  // (the checks above keep this layer's own field names).
+  const RoutedHeavyBranchConfig heavy{.dim = c.dim,
+                                      .num_heavy_tokens_q = c.num_tokens_q,
+                                      .num_heavy_tokens_kv = c.num_tokens_kv,
+                                      .num_routed_kv = c.kv_routing_tokens,
+                                      .heavy_dim_head = c.dim_head,
+                                      .heavy_heads = c.heads,
+                                      .multiply_keys_by_score = c.multiply_keys_by_score,
+                                      .use_null_q_tokens = c.use_null_q_tokens,
+                                      .use_flash_attn = c.use_flash_attn};
+  register_routed_heavy_branch(*this, heavy, q_rc, kv_rc, gen, null_q_token, q_router, kv_router, heavy_attn);
 }
 
 Tensor ConditionalRoutedCrossAttention::forward(const Tensor& x, const Tensor& context, const Tensor& mask,

@@ -1,6 +1,7 @@
 // The heavy branch that the routed attention layers (ConditionalRoutedAttention,
-// ConditionalRoutedAutoregressiveAttention, ConditionalRoutedImageAttention)
-// set up alike: the checks of its sizes and the registration, in the package's
+// ConditionalRoutedAutoregressiveAttention, ConditionalRoutedImageAttention;
+// ConditionalRoutedCrossAttention uses the registration only, its checks name
+// its own fields) set up alike: the checks of its sizes and the registration, in the package's
 // order, of null_q_token [use_null_q_tokens], q_router, kv_router and
 // heavy_attn. Each layer registers its own light_attn before and its own
 // extras (rotary_emb) after, so the state-dict keys keep the package's order.
