@@ -33,47 +33,14 @@ LocalMHAConfig light_attn_config(const ColT5LMConfig& c) {
                         .look_forward = 0};
 }
 
-// The positions the attention's routers pick for x (B, N, D), recomputed with
-// the layer's own routing functions (the layer does not return them). `route`
-// must hold a copy of the generator state the layer started from, so that
-// random routing draws the same noise (queries first, then key/values).
-void trace_attention(const ConditionalRoutedAutoregressiveAttention& attn, const Tensor& x, const RouteOptions& route,
-                     LayerTrace& tr) {
-  NoGradGuard ng;
-  const auto& c = attn.config();
-  const int64_t B = x.size(0), N = x.size(1), W = attn.heavy_window_size();
-  const int64_t nw = (N + W - 1) / W, Np = nw * W, nwq = nw - 1;
-  if (nw <= 1) return;
-  const Options iopt{.dtype = DType::i64, .device = x.device()};
-  Tensor xp = Np > N ? cat({x, zeros({B, Np - N, x.size(2)}, {.dtype = x.dtype(), .device = x.device()})}, 1) : x;
-  Tensor limit = arange(static_cast<double>(W), static_cast<double>(Np), static_cast<double>(W), iopt);
-  if (W > c.num_heavy_tokens_q) {
-    Tensor sq = router_token_scores(*attn.q_router, xp).view({B, nw, W}).narrow(1, 1, nwq);
-    Tensor qmask;
-    if (Np > N)
-      qmask = lt(arange(static_cast<double>(W), static_cast<double>(Np), 1.0, iopt).view({1, nwq, W}),
-                 static_cast<double>(N));
-    ScoreRouting r = route_from_scores(sq, c.num_heavy_tokens_q, qmask, attn.q_router->config(), route);
-    tr.q_indices = r.indices + limit.view({1, nwq, 1});
-  }
-  if (Np > c.num_heavy_tokens_kv) {
-    const int64_t R = c.num_routed_kv;
-    Tensor srows = router_token_scores(*attn.kv_router, xp).unsqueeze(1).expand({B, nwq, R, Np});
-    Tensor kvmask = lt(arange(Np, iopt).view({1, 1, 1, Np}), limit.view({1, nwq, 1, 1}));
-    ScoreRouting r = route_from_scores(srows, c.num_heavy_tokens_kv, kvmask, attn.kv_router->config(), route, false);
-    tr.kv_indices = r.indices.reshape({B, nwq, R * c.num_heavy_tokens_kv});
-  }
-}
-
 // One block: attn + residual, ff + residual. Routed or light-only.
 struct Block : Module {
   std::shared_ptr<ConditionalRoutedAutoregressiveAttention> attn;
   std::shared_ptr<ConditionalRoutedFeedForward> ff;
   std::shared_ptr<LocalMHA> light_attn;   // light_only
   std::shared_ptr<FeedForward> light_ff;  // light_only
-  int64_t n_ff = 0;
 
-  Block(const ColT5LMConfig& c, Generator& gen) : n_ff(c.num_heavy_ff_tokens) {
+  Block(const ColT5LMConfig& c, Generator& gen) {
     RouterConfig rk;
     rk.eps = c.router_eps;
     rk.n_iters = c.router_iters;
@@ -111,26 +78,19 @@ struct Block : Module {
       Tensor h = light_attn->forward(x) + x;
       return light_ff->forward(h) + h;
     }
-    // the trace replays the routing from a copy of the routing-noise generator (the
-    // layer's draws are not disturbed), taken before the layer draws
-    Generator& gen = call.route.generator ? *call.route.generator : default_generator();
-    Generator copy = gen;
+    // the trace is what the layers report they picked
+    RoutedPicks picks;
     RoutedAttentionCall ac;
     ac.route = call.route;
+    if (tr) ac.picks = &picks;
     Tensor h = attn->forward(x, ac) + x;
-    if (tr) {
-      RouteOptions ro = call.route;
-      ro.generator = &copy;
-      trace_attention(*attn, x.detach(), ro, *tr);
-      if (x.size(1) > n_ff) {
-        NoGradGuard ng;
-        Generator ff_copy = gen;  // the state the feed-forward's router starts from
-        ro.generator = &ff_copy;
-        tr->ff_indices = ff->router->forward(h.detach(), n_ff, {}, ro).indices;
-      }
-    }
     RoutedFeedForwardCall fc;
     fc.route = call.route;
+    if (tr) {
+      tr->q_indices = picks.q_indices;
+      tr->kv_indices = picks.kv_indices;
+      fc.picked = &tr->ff_indices;
+    }
     return ff->forward(h, {}, fc) + h;
   }
 };

@@ -64,6 +64,7 @@ Tensor ConditionalRoutedAttention::forward(const Tensor& x, const Tensor& mask, 
   // route queries (one route) and key/values (num_routed_kv routes)
   RouterReturn rq = q_router->forward(x, ntq, mask, call.route);
   RouterReturn rkv = kv_router->forward(x, ntkv, mask, call.route);
+  if (call.picks) *call.picks = {rq.indices, rkv.indices};
 
   // heavy attention of the routed queries over the routed key/values
   AttentionCall ac;

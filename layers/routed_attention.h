@@ -65,10 +65,23 @@ struct ConditionalRoutedAttentionConfig {
   bool rotary_emb = false;
 };
 
+// The positions the routers picked in one forward (i64, no gradient);
+// undefined where that router did not route (fewer tokens than it keeps).
+struct RoutedPicks {
+  // ConditionalRoutedAttention: (B, n_q). ConditionalRoutedAutoregressiveAttention:
+  // (B, nw - 1, n_q), global positions picked in each window >= 1.
+  Tensor q_indices;
+  // ConditionalRoutedAttention: (B, [R,] n_kv) as its router returns them.
+  // ConditionalRoutedAutoregressiveAttention:
+  // (B, nw - 1, R * n_kv), the key/value positions each window >= 1 routed (all routes).
+  Tensor kv_indices;
+};
+
 struct RoutedAttentionCall {
   std::optional<int64_t> num_heavy_tokens_q{};   // default: the configured ones
   std::optional<int64_t> num_heavy_tokens_kv{};
   RouteOptions route{};                        // random_route etc. (both routers)
+  RoutedPicks* picks = nullptr;                // when given, filled with what the routers picked
 };
 
 class ConditionalRoutedAttention : public Module {

@@ -118,6 +118,7 @@ Tensor ConditionalRoutedAutoregressiveAttention::forward(const Tensor& x, const 
   const int64_t ntq = call.num_heavy_tokens_q.value_or(c.num_heavy_tokens_q);
   const int64_t ntkv = call.num_heavy_tokens_kv.value_or(c.num_heavy_tokens_kv);
   COLT5_CHECK(ntq >= 1 && ntkv >= 1, who, ": the numbers of heavy tokens must be >= 1");
+  if (call.picks) *call.picks = {};
   const Options fopt{.dtype = x.dtype(), .device = x.device()};
   const Options iopt{.dtype = DType::i64, .device = x.device()};
 
@@ -160,6 +161,10 @@ Tensor ConditionalRoutedAutoregressiveAttention::forward(const Tensor& x, const 
     kv_idx = r.indices;
     kv_valid = lt(kv_idx, lim4);
     kv_scores = kv_router->config().straight_through ? where(kv_valid, r.scores, 0.0) : r.scores;
+  }
+  if (call.picks) {
+    call.picks->q_indices = route_q ? q_idx.detach().view({B, nwq, nq}) : Tensor();
+    call.picks->kv_indices = route_kv ? kv_idx.detach().reshape({B, nwq, R * ntkv}) : Tensor();
   }
 
   // ---- heavy attention (SPEC §3.1) on the routed tokens, projecting every token once

@@ -40,6 +40,7 @@ Tensor ConditionalRoutedFeedForward::forward(const Tensor& x, const Tensor& mask
   const int64_t nt = call.num_heavy_tokens.value_or(cfg_.num_heavy_tokens);
   Tensor light = light_ff->forward(x);
   RouterReturn r = router->forward(x, nt, mask, call.route);
+  if (call.picked) *call.picked = r.indices;
   Tensor heavy = heavy_ff->forward(r.routed_tokens);  // (B, n, D)
   if (!r.routed()) return light + heavy;              // scores are ones
   // zeros with heavy * scores written at the routed positions

@@ -32,6 +32,7 @@ struct ConditionalRoutedFeedForwardConfig {
 struct RoutedFeedForwardCall {
   std::optional<int64_t> num_heavy_tokens{};  // default: the configured one
   RouteOptions route{};                     // random_route etc.
+  Tensor* picked = nullptr;                 // when given: the routed positions, i64 (B, n) (undefined: no routing)
 };
 
 class ConditionalRoutedFeedForward : public Module {

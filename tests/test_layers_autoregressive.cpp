@@ -236,6 +236,69 @@ TEST_CASE("layers autoregressive: window 0 is the light branch; causality") {
   }
 }
 
+TEST_CASE("layers autoregressive: the reported picks are where the heavy branch acted") {
+  Generator gen(30);
+  const int64_t D = 8, W = 4, N = 18, ntq = 2, ntkv = 3, R = 2;
+  ConditionalRoutedAutoregressiveAttention a(small_config(D, W, ntq, ntkv, R), gen);
+  a.to(DType::f64);
+  Tensor x = randn64({2, N, D}, 31);
+  const int64_t nwq = (N + W - 1) / W - 1;  // windows 1..4 (the last one partial: 2 tokens)
+  for (bool random : {false, true}) {
+    INFO("random_route = " << random);
+    Generator noise(32);
+    RoutedPicks picks;
+    RoutedAttentionCall call;
+    call.route.random_route = random;
+    call.route.generator = &noise;
+    call.picks = &picks;
+    Tensor y = a.forward(x, call);
+    REQUIRE(picks.q_indices.defined());
+    REQUIRE(picks.kv_indices.defined());
+    CHECK(picks.q_indices.shape() == Shape{2, nwq, ntq});
+    CHECK(picks.kv_indices.shape() == Shape{2, nwq, R * ntkv});
+    const std::vector<int64_t> qi = picks.q_indices.to_vector<int64_t>(), ki = picks.kv_indices.to_vector<int64_t>();
+    // Queries not picked in windows >= 1 get the null_q_token as their heavy
+    // output (zeros in window 0): the output minus the light branch minus that
+    // base is nonzero exactly at the picked queries.
+    Tensor base = cat({zeros({2, W, D}, kF64), a.null_q_token.view({1, 1, D}).expand({2, N - W, D})}, 1);
+    const Tensor dt = sum(abs(y - a.light_attn->forward(x) - base), {-1});
+    REQUIRE(dt.shape() == Shape{2, N});
+    const std::vector<double> diff = dt.to_vector<double>();
+    for (int64_t b = 0; b < 2; ++b) {
+      std::set<int64_t> picked;
+      for (int64_t w = 0; w < nwq; ++w) {
+        for (int64_t j = 0; j < ntq; ++j) {
+          const int64_t t = qi[(b * nwq + w) * ntq + j];
+          CHECK(t >= (w + 1) * W);   // inside its own window ...
+          CHECK(t < (w + 2) * W);
+          if (t < N) picked.insert(t);  // (the short last window's padding is masked; never picked here)
+          CHECK(t < N);
+        }
+        for (int64_t j = 0; j < R * ntkv; ++j) {
+          const int64_t k = ki[(b * nwq + w) * R * ntkv + j];
+          CHECK(k >= 0);
+          CHECK(k < (w + 1) * W);  // before the window (every window has >= ntkv earlier tokens here)
+        }
+      }
+      for (int64_t t = 0; t < N; ++t) {
+        INFO("b = " << b << ", t = " << t);
+        if (picked.count(t))
+          CHECK(diff[b * N + t] > 1e-6);
+        else
+          CHECK(diff[b * N + t] <= 1e-12);
+      }
+    }
+  }
+  // No routing (enough heavy tokens for every window and the whole sequence): nothing reported.
+  ConditionalRoutedAutoregressiveAttention all(small_config(D, W, W, 64, 1), gen);
+  RoutedPicks none{randn({1}), randn({1})};
+  RoutedAttentionCall c2;
+  c2.picks = &none;
+  all.forward(x.to(DType::f32), c2);
+  CHECK(!none.q_indices.defined());
+  CHECK(!none.kv_indices.defined());
+}
+
 TEST_CASE("layers autoregressive: f64 gradcheck, routing active and inactive") {
   Generator gen(30);
   ARConfig c{.dim = 4, .num_heavy_tokens_q = 2, .num_heavy_tokens_kv = 3, .num_routed_kv = 2, .light_dim_head = 2,

@@ -445,6 +445,14 @@ TEST_CASE("layers blocks: ConditionalRoutedAttention invariants (routed tokens, 
         REQUIRE(rq.routed());
         REQUIRE(rkv.routed());
         CHECK(rkv.indices.shape() == Shape{B, 2, nkv});
+        {  // the picks the layer reports are its routers' choices
+          RoutedPicks picks;
+          RoutedAttentionCall pc;
+          pc.picks = &picks;
+          check_close(a.forward(x, mask, pc), out, 0, 0);
+          CHECK(picks.q_indices.to_vector<int64_t>() == rq.indices.to_vector<int64_t>());
+          CHECK(picks.kv_indices.to_vector<int64_t>() == rkv.indices.to_vector<int64_t>());
+        }
         std::vector<int64_t> qi = rq.indices.to_vector<int64_t>();
         std::vector<double> qs = rq.scores.to_vector<double>();
         for (int64_t b = 0; b < B; ++b) {
