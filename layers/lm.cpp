@@ -20,19 +20,6 @@ struct Embedding : Module {
   }
 };
 
-// The light branch of the routed attention (its LocalMHA settings), alone in the light-only control.
-LocalMHAConfig light_attn_config(const ColT5LMConfig& c) {
-  return LocalMHAConfig{.dim = c.dim,
-                        .window_size = c.light_window_size,
-                        .dim_head = c.light_dim_head,
-                        .heads = c.light_heads,
-                        .causal = true,
-                        .prenorm = true,
-                        .exact_windowsize = false,
-                        .look_backward = 1,
-                        .look_forward = 0};
-}
-
 // One block: attn + residual, ff + residual. Routed or light-only.
 struct Block : Module {
   std::shared_ptr<ConditionalRoutedAutoregressiveAttention> attn;
@@ -44,26 +31,24 @@ struct Block : Module {
     RouterConfig rk;
     rk.eps = c.router_eps;
     rk.n_iters = c.router_iters;
-    if (c.light_only) {
-      light_attn = register_module("attn", std::make_shared<LocalMHA>(light_attn_config(c), gen));
+    const ConditionalRoutedAutoregressiveAttentionConfig ac{.dim = c.dim,
+                                                            .num_heavy_tokens_q = c.num_heavy_tokens_q,
+                                                            .num_heavy_tokens_kv = c.num_heavy_tokens_kv,
+                                                            .num_routed_kv = c.num_routed_kv,
+                                                            .light_dim_head = c.light_dim_head,
+                                                            .light_heads = c.light_heads,
+                                                            .light_window_size = c.light_window_size,
+                                                            .heavy_window_size = c.heavy_window_size,
+                                                            .heavy_dim_head = c.heavy_dim_head,
+                                                            .heavy_heads = c.heavy_heads,
+                                                            .router_kwargs = rk,
+                                                            .rotary_emb = c.rotary};
+    if (c.light_only) {  // the routed attention's light branch alone
+      light_attn = register_module("attn", std::make_shared<LocalMHA>(autoregressive_light_attn_config(ac), gen));
       light_ff = register_module("ff", std::make_shared<FeedForward>(c.dim, c.light_ff_mult, gen));
       return;
     }
-    attn = register_module("attn", std::make_shared<ConditionalRoutedAutoregressiveAttention>(
-                                       ConditionalRoutedAutoregressiveAttentionConfig{
-                                           .dim = c.dim,
-                                           .num_heavy_tokens_q = c.num_heavy_tokens_q,
-                                           .num_heavy_tokens_kv = c.num_heavy_tokens_kv,
-                                           .num_routed_kv = c.num_routed_kv,
-                                           .light_dim_head = c.light_dim_head,
-                                           .light_heads = c.light_heads,
-                                           .light_window_size = c.light_window_size,
-                                           .heavy_window_size = c.heavy_window_size,
-                                           .heavy_dim_head = c.heavy_dim_head,
-                                           .heavy_heads = c.heavy_heads,
-                                           .router_kwargs = rk,
-                                           .rotary_emb = c.rotary},
-                                       gen));
+    attn = register_module("attn", std::make_shared<ConditionalRoutedAutoregressiveAttention>(ac, gen));
     ff = register_module("ff", std::make_shared<ConditionalRoutedFeedForward>(
                                    ConditionalRoutedFeedForwardConfig{.dim = c.dim,
                                                                       .num_heavy_tokens = c.num_heavy_ff_tokens,

@@ -74,6 +74,18 @@ ScoreRouting route_from_scores(const Tensor& s, int64_t num_tokens, const Tensor
 
 // ---------------------------------------------------------------- the layer
 
+LocalMHAConfig autoregressive_light_attn_config(const ConditionalRoutedAutoregressiveAttentionConfig& c) {
+  return LocalMHAConfig{.dim = c.dim,
+                        .window_size = c.light_window_size,
+                        .dim_head = c.light_dim_head,
+                        .heads = c.light_heads,
+                        .causal = true,
+                        .prenorm = true,
+                        .exact_windowsize = false,
+                        .look_backward = 1,
+                        .look_forward = 0};
+}
+
 ConditionalRoutedAutoregressiveAttention::ConditionalRoutedAutoregressiveAttention(
     const ConditionalRoutedAutoregressiveAttentionConfig& config, Generator& gen)
     : cfg_(config) {
@@ -95,16 +107,7 @@ ConditionalRoutedAutoregressiveAttention::ConditionalRoutedAutoregressiveAttenti
       layer_router_config(c.router_kwargs, c.router_straight_through, c.num_routed_kv, c.use_triton, who);
 
   // The package's construction order: light_attn, null_q_token, q_router, kv_router, heavy_attn, rotary_emb.
-  light_attn = register_module("light_attn", std::make_shared<LocalMHA>(LocalMHAConfig{.dim = c.dim,
-                                                                                       .window_size = c.light_window_size,
-                                                                                       .dim_head = c.light_dim_head,
-                                                                                       .heads = c.light_heads,
-                                                                                       .causal = true,
-                                                                                       .prenorm = true,
-                                                                                       .exact_windowsize = false,
-                                                                                       .look_backward = 1,
-                                                                                       .look_forward = 0},
-                                                                        gen));
+  light_attn = register_module("light_attn", std::make_shared<LocalMHA>(autoregressive_light_attn_config(c), gen));
   register_routed_heavy_branch(*this, heavy, q_rc, kv_rc, gen, null_q_token, q_router, kv_router, heavy_attn);
   if (c.rotary_emb) rotary_emb = register_module("rotary_emb", std::make_shared<RotaryEmbedding>(c.heavy_dim_head));
 }

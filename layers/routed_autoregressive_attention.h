@@ -69,6 +69,10 @@ struct ConditionalRoutedAutoregressiveAttentionConfig {
   int64_t heavy_chunk_bytes = int64_t(64) << 20;
 };
 
+// The light branch's LocalMHA settings: causal local attention in windows of
+// light_window_size, each token seeing its own and the previous window (not exact).
+LocalMHAConfig autoregressive_light_attn_config(const ConditionalRoutedAutoregressiveAttentionConfig& c);
+
 class ConditionalRoutedAutoregressiveAttention : public Module {
  public:
   // Throws on an invalid configuration (heavy_heads not divisible by num_routed_kv,

@@ -12,6 +12,25 @@
 
 namespace colt5::testing {
 
+// Relative L2 error ||got - want|| / ||want|| over all elements (the bound
+// the GPU tests state their kernels' tolerances in).
+inline double rel_norm_err(const Tensor& got, const Tensor& want) {
+  const std::vector<double> a = got.to_vector<double>(), b = want.to_vector<double>();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (a[i] - b[i]) * (a[i] - b[i]);
+    den += b[i] * b[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+// No NaN or infinity anywhere in t.
+inline bool all_finite(const Tensor& t) {
+  for (double v : t.to_vector<double>())
+    if (!std::isfinite(v)) return false;
+  return true;
+}
+
 // Max |a - b| / (atol + rtol |b|) <= 1 elementwise; reports the worst element.
 inline void check_close(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-6) {
   REQUIRE(a.shape() == b.shape());

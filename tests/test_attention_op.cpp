@@ -118,11 +118,6 @@ void compare_cases(DType dt, double rtol, double atol) {
   }
 }
 
-bool all_finite(const Tensor& t) {
-  for (double v : t.to_vector<double>())
-    if (!std::isfinite(v)) return false;
-  return true;
-}
 
 }  // namespace
 

@@ -88,11 +88,6 @@ Result run(const Tensor& q0, const Tensor& k0, const Tensor& v0, const Tensor& G
   return {out.detach(), q.grad(), k.grad(), v.grad()};
 }
 
-bool all_finite(const Tensor& t) {
-  for (double x : t.to_vector<double>())
-    if (!std::isfinite(x)) return false;
-  return true;
-}
 
 void check_results(const Result& a, const Result& b, double tol) {
   // Gradients relative to their scale (they grow with the neighbourhood size).

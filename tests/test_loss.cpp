@@ -46,11 +46,6 @@ std::pair<Tensor, Tensor> fwd_bwd(const std::function<Tensor(const Tensor&)>& fn
   return {y.detach(), xs.grad()};
 }
 
-bool all_finite(const Tensor& t) {
-  for (double v : t.to_vector<double>())
-    if (!std::isfinite(v)) return false;
-  return true;
-}
 
 }  // namespace
 

@@ -44,11 +44,6 @@ Tensor rms_norm_ref(const Tensor& x, const Tensor& gamma, double eps = 1e-12) {
   return gamma.defined() ? y * gamma : y;
 }
 
-bool all_finite(const Tensor& t) {
-  for (double v : t.to_vector<double>())
-    if (!std::isfinite(v)) return false;
-  return true;
-}
 
 }  // namespace
 

@@ -37,11 +37,6 @@ Tensor softmax_ref(const Tensor& x, int dim) {
 }
 Tensor log_softmax_ref(const Tensor& x, int dim) { return x - logsumexp(x, dim, true); }
 
-bool all_finite(const Tensor& t) {
-  for (double v : t.to_vector<double>())
-    if (!std::isfinite(v)) return false;
-  return true;
-}
 
 }  // namespace
 

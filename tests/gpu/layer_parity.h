@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "colt5.h"
+#include "../helpers.h"
 
 namespace colt5::layer_parity {
 
@@ -30,15 +31,7 @@ inline Tensor rmask(int64_t B, int64_t N, double keep, uint64_t seed) {
   return m;
 }
 
-inline double rel_norm_err(const Tensor& got, const Tensor& want) {
-  const std::vector<double> a = got.to_vector<double>(), b = want.to_vector<double>();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (a[i] - b[i]) * (a[i] - b[i]);
-    den += b[i] * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
+using colt5::testing::rel_norm_err;
 
 inline void expect_near(const Tensor& gpu, const Tensor& cpu, double tol, const std::string& what) {
   INFO(what);

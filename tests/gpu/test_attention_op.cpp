@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "colt5.h"
+#include "../helpers.h"
 #include "engine/cuda/memory.h"
 
 namespace {
@@ -25,21 +26,8 @@ namespace {
 using namespace colt5;
 const Device kGpu = Device::cuda(0);
 
-double rel_l2(const Tensor& a, const Tensor& b) {
-  const std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    num += (x[i] - y[i]) * (x[i] - y[i]);
-    den += y[i] * y[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-}
-
-bool all_finite(const Tensor& t) {
-  for (double v : t.to_vector<double>())
-    if (!std::isfinite(v)) return false;
-  return true;
-}
+using colt5::testing::all_finite;
+using colt5::testing::rel_norm_err;
 
 struct Case {
   int64_t B = 2, H = 3, Nq = 7, Nk = 9, d = 8;
@@ -154,7 +142,7 @@ void run_suite(DType dt, bool allow_tf32, double bound) {
     for (size_t i = 0; i < got.size(); ++i) {
       INFO(kNames[i]);
       CHECK(all_finite(got[i]));
-      const double e = rel_l2(got[i], ref[i]);
+      const double e = rel_norm_err(got[i], ref[i]);
       INFO("relative L2 error " << e << " (bound " << bound << ")");
       CHECK(e <= bound);
     }
@@ -181,8 +169,8 @@ TEST_CASE("gpu attention_op: attention_reference runs on the GPU and agrees (f32
   std::vector<Tensor> ref = run(c, p, DType::f64, Device::cpu(), true);
   std::vector<Tensor> got = run(c, p, DType::f32, kGpu, true, /*fused=*/false);
   for (size_t i = 0; i < got.size(); ++i) {
-    INFO(kNames[i] << " relative L2 error " << rel_l2(got[i], ref[i]));
-    CHECK(rel_l2(got[i], ref[i]) <= 5e-3);  // cuBLAS may use TF32
+    INFO(kNames[i] << " relative L2 error " << rel_norm_err(got[i], ref[i]));
+    CHECK(rel_norm_err(got[i], ref[i]) <= 5e-3);  // cuBLAS may use TF32
   }
 }
 

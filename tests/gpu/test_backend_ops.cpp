@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "colt5.h"
+#include "../helpers.h"
 #include "engine/cuda/cublas.h"
 #include "engine/cuda/memory.h"
 
@@ -84,15 +85,7 @@ void expect_equal(const Tensor& got, const Tensor& want, const std::string& what
   CHECK(bad == a.size());
 }
 
-double rel_norm_err(const Tensor& got, const Tensor& want) {
-  const std::vector<double> a = got.to_vector<double>(), b = want.to_vector<double>();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += (a[i] - b[i]) * (a[i] - b[i]);
-    den += b[i] * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
+using colt5::testing::rel_norm_err;
 
 uint64_t seed_of(const std::string& s) {
   uint64_t h = 1469598103934665603ull;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "colt5.h"
+#include "../helpers.h"
 #include "engine/cuda/memory.h"
 #ifdef COLT5_WITH_CUDNN
 #include "kernels/cuda/cudnn_attention.h"
@@ -29,21 +30,8 @@ namespace {
 using namespace colt5;
 const Device kGpu = Device::cuda(0);
 
-double rel_l2(const Tensor& a, const Tensor& b) {
-  const std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    num += (x[i] - y[i]) * (x[i] - y[i]);
-    den += y[i] * y[i];
-  }
-  return std::sqrt(num) / std::max(std::sqrt(den), 1e-30);
-}
-
-bool all_finite(const Tensor& t) {
-  for (double v : t.to_vector<double>())
-    if (!std::isfinite(v)) return false;
-  return true;
-}
+using colt5::testing::all_finite;
+using colt5::testing::rel_norm_err;
 
 double bound_of(DType dt) { return dt == DType::bf16 ? 1e-2 : 2e-3; }
 
@@ -129,8 +117,8 @@ void compare(const Case& c, DType dt, uint64_t seed) {
   for (size_t i = 0; i < 4; ++i) {
     INFO(kNames[i]);
     CHECK(all_finite(cud.t[i]));
-    const double e_cud = rel_l2(cud.t[i], ref.t[i]), e_ours = rel_l2(ours.t[i], ref.t[i]),
-                 e_x = rel_l2(cud.t[i], ours.t[i]);
+    const double e_cud = rel_norm_err(cud.t[i], ref.t[i]), e_ours = rel_norm_err(ours.t[i], ref.t[i]),
+                 e_x = rel_norm_err(cud.t[i], ours.t[i]);
     INFO("rel L2: cuDNN vs f64 " << e_cud << ", ours vs f64 " << e_ours << ", cuDNN vs ours " << e_x << " (bound "
                                  << bound << ")");
     CHECK(e_cud <= bound);
@@ -256,11 +244,11 @@ TEST_CASE("gpu cudnn attention: ineligible inputs fall back to our kernels with 
     else CHECK(why.find("without cuDNN") != std::string::npos);
     const std::vector<Tensor> a = grads(AttentionBackend::Cudnn), b = grads(AttentionBackend::Ours);
     // Our forward is deterministic: the fallback gives the very same output.
-    CHECK(rel_l2(a[0], b[0]) == 0.0);
+    CHECK(rel_norm_err(a[0], b[0]) == 0.0);
     // The backward accumulates dq with atomics (order may differ): within rounding.
     for (size_t i = 1; i < 4; ++i) {
-      INFO(kNames[i] << " rel L2 " << rel_l2(a[i], b[i]));
-      CHECK(rel_l2(a[i], b[i]) <= (f.dt == DType::f32 ? 1e-5 : 5e-3));
+      INFO(kNames[i] << " rel L2 " << rel_norm_err(a[i], b[i]));
+      CHECK(rel_norm_err(a[i], b[i]) <= (f.dt == DType::f32 ? 1e-5 : 5e-3));
     }
   }
 }
@@ -355,7 +343,7 @@ TEST_CASE("gpu cudnn attention: cuDNN stats equal our lse (kernels)") {
     for (size_t i = 0; i < a.size(); ++i) mx = std::max(mx, std::fabs(a[i] - b[i]));
     INFO("max |lse ours - stats cuDNN| = " << mx);
     CHECK(mx <= 1e-3);
-    CHECK(rel_l2(o2.to(Device::cpu()).to(DType::f64), o1.to(Device::cpu()).to(DType::f64)) <= 1e-2);
+    CHECK(rel_norm_err(o2.to(Device::cpu()).to(DType::f64), o1.to(Device::cpu()).to(DType::f64)) <= 1e-2);
   }
 }
 #endif
