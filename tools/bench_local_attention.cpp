@@ -108,8 +108,11 @@ Row run_shape(const LocalAttentionBenchSpec& s, int iters, bool reference, bool 
   std::fflush(stdout);
 
   if (variants && s.dtype == DType::f32 && s.d == 64) {
-    for (int vfb = 0; vfb < 8; ++vfb) {
-      lc::set_local_attention_variants(vfb, vfb);
+    for (int vfb = 0; vfb < std::max(lc::kLocalAttentionForwardVariants, lc::kLocalAttentionBackwardVariants);
+         ++vfb) {
+      const int vf = std::min(vfb, lc::kLocalAttentionForwardVariants - 1);
+      const int vb = std::min(vfb, lc::kLocalAttentionBackwardVariants - 1);
+      lc::set_local_attention_variants(vf, vb);
       const double tf = time_ms(stream, 3, iters, [&](int) { lc::local_attention_forward(p, stream); });
       const double tb =
           time_ms(stream, 3, iters, [&](int) { lc::local_attention_backward(p, ws.data_ptr(), wsb, stream); });

@@ -93,8 +93,11 @@ struct FwdKernel {
   using T = typename Tr::Elem;
   static constexpr int kK = Tr::kK, LD = D + Tr::kPad, BM = NW * 16 * MT, NT = NW * 32;
   static constexpr int KS = D / kK, NS = BN / 8, NO = D / 8;
-  static constexpr size_t smem_bytes() {
-    return (size_t(BM) * LD + 4 * size_t(BN) * LD) * sizeof(T) + 2 * BM * sizeof(int) + 2 * BN + 2 * NS;
+  // Q (BM x LD) fits in the second K|V buffer (2 x BN x LD).
+  static constexpr bool kCanAliasQ = QREG && BM <= 2 * BN;
+  static constexpr size_t smem_bytes(bool alias_q) {
+    return ((alias_q ? 0 : size_t(BM) * LD) + 4 * size_t(BN) * LD) * sizeof(T) + 2 * BM * sizeof(int) + 2 * BN +
+           2 * NS;
   }
 };
 
@@ -103,12 +106,22 @@ struct FwdKernel {
 // visible (scale only, no per-element band/mask test), wholly invisible (no
 // exp2, its P V / dV dK steps skipped) or mixed (per-element test);
 // kOptSkip: MMA steps outside the warp's band are skipped by band tests.
-constexpr int kOptClassify = 1, kOptSkip = 2;
+// kOptAliasDS (backward): dS^T reuses the current Q|dO buffer once dV, dK
+// are done (one more barrier per query tile, 9-18 KB less shared memory, so
+// 3 blocks per SM instead of 2 for the f32 d = 64 tiles). kOptAliasQ
+// (forward, Q in registers): Q is staged in the second K|V buffer, dead once
+// it is in registers (34 KB less shared memory).
+constexpr int kOptClassify = 1, kOptSkip = 2, kOptAliasDS = 4, kOptAliasQ = 8;
+// Bits 8-11: minimum blocks per SM for __launch_bounds__ (0: no bound).
+template <int N> constexpr int kOptMinBlocks = N << 8;
+constexpr int min_blocks(int opt) { return (opt >> 8) & 15; }
 
 template <class Tr, int D, int NW, int MT, int BN, bool QREG, int OPT>
-__global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
+__global__ void __launch_bounds__(NW * 32, min_blocks(OPT)) la_fwd_kernel(const FwdArgs a) {
   constexpr bool kClassify = (OPT & kOptClassify) != 0, kSkip = (OPT & kOptSkip) != 0;
   using K = FwdKernel<Tr, D, NW, MT, BN, QREG>;
+  constexpr bool kAlias = (OPT & kOptAliasQ) != 0;
+  static_assert(!kAlias || K::kCanAliasQ, "Q does not fit in a K|V buffer");
   using T = typename K::T;
   using AF = typename Tr::AF;
   using BF = typename Tr::BF;
@@ -116,10 +129,10 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
   static_assert(MT * NS <= 32, "emask bits");
 
   extern __shared__ __align__(16) unsigned char smem[];
-  T* sQ = reinterpret_cast<T*>(smem);
-  T* sK = sQ + BM * LD;
-  T* sV = sK + 2 * BN * LD;
-  int* sLo = reinterpret_cast<int*>(sV + 2 * BN * LD);  // band of each query row (rows past the end: empty)
+  // Two buffers, each K (BN x LD) then V (BN x LD); Q before them, or staged in the second.
+  T* sKV = reinterpret_cast<T*>(smem) + (kAlias ? 0 : BM * LD);
+  T* sQ = kAlias ? sKV + 2 * BN * LD : reinterpret_cast<T*>(smem);
+  int* sLo = reinterpret_cast<int*>(sKV + 4 * BN * LD);  // band of each query row (rows past the end: empty)
   int* sHi = sLo + BM;
   uint8_t* sM = reinterpret_cast<uint8_t*>(sHi + BM);
   uint8_t* sMF = sM + 2 * BN;  // per 8-key group: all 8 keys exist and are unmasked
@@ -140,8 +153,8 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
 
   auto load_kv = [&](int jt, int buf) {
     const int n0 = kbeg + jt * BN;
-    load_tile<T, D, LD, BN, NT>(sK + buf * BN * LD, k, a.ksn, n0, a.N, a.d, vec);
-    load_tile<T, D, LD, BN, NT>(sV + buf * BN * LD, v, a.vsn, n0, a.N, a.d, vec);
+    load_tile<T, D, LD, BN, NT>(sKV + buf * 2 * BN * LD, k, a.ksn, n0, a.N, a.d, vec);
+    load_tile<T, D, LD, BN, NT>(sKV + buf * 2 * BN * LD + BN * LD, v, a.vsn, n0, a.N, a.d, vec);
     for (int j = tid; j < BN; j += NT) {
       const int key = n0 + j;
       sM[buf * BN + j] = key < a.N && (!mrow || mrow[key]);
@@ -175,6 +188,7 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int ks = 0; ks < KS; ++ks) Tr::load_a(qf[mt][ks], sQ, LD, wrow + mt * 16, ks * kK);
+    if constexpr (kAlias) __syncthreads();  // the loop's first load overwrites the staged Q
   }
 
   // This warp's band (empty for warps wholly past the end).
@@ -204,8 +218,8 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
       cp_async_wait<0>();
     }
     __syncthreads();
-    const T* cK = sK + buf * BN * LD;
-    const T* cV = sV + buf * BN * LD;
+    const T* cK = sKV + buf * 2 * BN * LD;
+    const T* cV = cK + BN * LD;
     const uint8_t* cM = sM + buf * BN;
     const uint8_t* cMF = sMF + buf * NS;
     const int n0 = kbeg + jt * BN;
@@ -396,7 +410,9 @@ __global__ void __launch_bounds__(NW * 32) la_fwd_kernel(const FwdArgs a) {
 
 // Row pass: D = <dO, O>, lse in log2 units (+inf for rows without visible
 // keys, so that every P of theirs is 0), and a zeroed dq accumulator row.
-// One warp per row; lane owns columns lane + 32*c (d <= 128).
+// One warp per row; lane owns columns lane + 32*c (d <= 128). (A version
+// reading 16-byte chunks, two rows per warp, measured no faster: 1.184 vs
+// 1.193 ms for the whole f32 w=64 backward.)
 struct PreArgs {
   const void *o, *dout;
   const float* lse;
@@ -456,8 +472,11 @@ struct BwdKernel {
   static constexpr int kK = Tr::kK, LD = D + Tr::kPad, BN = NW * 16 * MK, NT = NW * 32;
   static constexpr int LDS = BM + Tr::kPad;
   static constexpr int KS = D / kK, NQ = BM / 8, NO = D / 8;
-  static constexpr size_t smem_bytes() {
-    return (2 * size_t(BN) * LD + 4 * size_t(BM) * LD + size_t(BN) * LDS) * sizeof(T) + 8 * BM * sizeof(float) + BN;
+  // dS^T (BN x LDS) fits in one Q|dO buffer (2 x BM x LD), so it can reuse it.
+  static constexpr bool kCanAliasDS = size_t(BN) * LDS <= 2 * size_t(BM) * LD;
+  static constexpr size_t smem_bytes(bool alias_ds) {
+    return (2 * size_t(BN) * LD + 4 * size_t(BM) * LD + (alias_ds ? 0 : size_t(BN) * LDS)) * sizeof(T) +
+           8 * BM * sizeof(float) + BN;
   }
 };
 
@@ -474,9 +493,11 @@ __device__ __forceinline__ int first_true(int N, P pred) {
 }
 
 template <class Tr, int D, int NW, int MK, int BM, int OPT>
-__global__ void __launch_bounds__(NW * 32) la_bwd_kernel(const BwdArgs a) {
-  constexpr bool kClassify = (OPT & kOptClassify) != 0, kSkip = (OPT & kOptSkip) != 0;
+__global__ void __launch_bounds__(NW * 32, min_blocks(OPT)) la_bwd_kernel(const BwdArgs a) {
   using K = BwdKernel<Tr, D, NW, MK, BM>;
+  constexpr bool kClassify = (OPT & kOptClassify) != 0, kSkip = (OPT & kOptSkip) != 0;
+  constexpr bool kAlias = (OPT & kOptAliasDS) != 0;
+  static_assert(!kAlias || K::kCanAliasDS, "dS^T does not fit in a Q|dO buffer");
   using T = typename K::T;
   using AF = typename Tr::AF;
   using BF = typename Tr::BF;
@@ -487,10 +508,9 @@ __global__ void __launch_bounds__(NW * 32) la_bwd_kernel(const BwdArgs a) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* sK = reinterpret_cast<T*>(smem);
   T* sV = sK + BN * LD;
-  T* sQ = sV + BN * LD;       // 2 buffers
-  T* sdO = sQ + 2 * BM * LD;  // 2 buffers
-  T* sdS = sdO + 2 * BM * LD;
-  float* sL = reinterpret_cast<float*>(sdS + BN * LDS);  // 2 buffers
+  T* sQO = sV + BN * LD;  // 2 buffers, each Q (BM x LD) then dO (BM x LD)
+  T* sdSx = sQO + 4 * BM * LD;  // dS^T when it does not reuse a Q|dO buffer
+  float* sL = reinterpret_cast<float*>(kAlias ? sdSx : sdSx + BN * LDS);  // 2 buffers
   float* sD = sL + 2 * BM;                               // 2 buffers
   int* sLo = reinterpret_cast<int*>(sD + 2 * BM);        // 2 buffers: band of each query row
   int* sHi = sLo + 2 * BM;                               // 2 buffers
@@ -524,8 +544,8 @@ __global__ void __launch_bounds__(NW * 32) la_bwd_kernel(const BwdArgs a) {
   }
   auto load_q = [&](int it, int buf) {
     const int i0 = tq0 + it * BM;
-    load_tile<T, D, LD, BM, NT>(sQ + buf * BM * LD, q, a.qsn, i0, a.N, a.d, vec);
-    load_tile<T, D, LD, BM, NT>(sdO + buf * BM * LD, dout, a.dosn, i0, a.N, a.d, vec);
+    load_tile<T, D, LD, BM, NT>(sQO + buf * 2 * BM * LD, q, a.qsn, i0, a.N, a.d, vec);
+    load_tile<T, D, LD, BM, NT>(sQO + buf * 2 * BM * LD + BM * LD, dout, a.dosn, i0, a.N, a.d, vec);
     for (int j = tid; j < BM; j += NT) {
       const int i = i0 + j;
       const bool in = i < a.N;
@@ -569,8 +589,9 @@ __global__ void __launch_bounds__(NW * 32) la_bwd_kernel(const BwdArgs a) {
       cp_async_wait<0>();
     }
     __syncthreads();
-    const T* cQ = sQ + buf * BM * LD;
-    const T* cdO = sdO + buf * BM * LD;
+    const T* cQ = sQO + buf * 2 * BM * LD;
+    const T* cdO = cQ + BM * LD;
+    T* sdS = kAlias ? sQO + buf * 2 * BM * LD : sdSx;
     const float* cL = sL + buf * BM;
     const float* cD = sD + buf * BM;
     const int* cLo = sLo + buf * BM;
@@ -687,7 +708,9 @@ __global__ void __launch_bounds__(NW * 32) la_bwd_kernel(const BwdArgs a) {
       }
     }
 
-    // dS^T to shared memory for dQ = dS K (zeros where invisible).
+    // dS^T to shared memory for dQ = dS K (zeros where invisible); when it
+    // reuses this tile's Q|dO buffer, every warp must be done with dV, dK.
+    if constexpr (kAlias) __syncthreads();
 #pragma unroll
     for (int mk = 0; mk < MK; ++mk)
 #pragma unroll
@@ -795,49 +818,47 @@ __global__ void la_dq_convert_kernel(T* dq, long long sb, long long sh, long lon
 
 // Fwd: NW warps, MT m-tiles of 16 query rows per warp, BN keys per tile, QREG:
 // Q fragments in registers. Bwd: NW warps, MK m-tiles of 16 keys per warp, BM
-// queries per tile. Starting points: the dense kernel's tuned choices.
+// queries per tile. Starting points: the dense kernel's tuned choices. kBwdOpt:
+// the f32 d = 64 backward reuses the Q|dO buffer for dS^T (80 -> 71 KB of
+// shared memory, 3 blocks per SM instead of 2 at 165 registers): 1.40 -> 1.18
+// ms at w=64 2x8x32768x64. The other backward tiles are limited by registers
+// or stay at the same block count, so they keep the extra barrier out.
 template <class Tr, int D> struct Cfg;
 template <class T> struct Cfg<MmaHalf<T>, 32> {
   using Fwd = FwdKernel<MmaHalf<T>, 32, 4, 2, 64, true>;
   using Bwd = BwdKernel<MmaHalf<T>, 32, 4, 1, 64>;
+  static constexpr int kBwdOpt = kOptClassify;
 };
 template <class T> struct Cfg<MmaHalf<T>, 64> {
   using Fwd = FwdKernel<MmaHalf<T>, 64, 4, 2, 64, false>;
   using Bwd = BwdKernel<MmaHalf<T>, 64, 8, 1, 64>;
+  static constexpr int kBwdOpt = kOptClassify;
 };
 template <class T> struct Cfg<MmaHalf<T>, 128> {
   using Fwd = FwdKernel<MmaHalf<T>, 128, 4, 2, 64, false>;
   using Bwd = BwdKernel<MmaHalf<T>, 128, 8, 1, 64>;
+  static constexpr int kBwdOpt = kOptClassify;
 };
-template <> struct Cfg<MmaTf32<false>, 32> {
-  using Fwd = FwdKernel<MmaTf32<false>, 32, 4, 2, 64, true>;
-  using Bwd = BwdKernel<MmaTf32<false>, 32, 4, 1, 64>;
+template <bool X3> struct Cfg<MmaTf32<X3>, 32> {
+  using Fwd = FwdKernel<MmaTf32<X3>, 32, 4, X3 ? 1 : 2, 64, true>;
+  using Bwd = BwdKernel<MmaTf32<X3>, 32, 4, 1, 64>;
+  static constexpr int kBwdOpt = kOptClassify;
 };
-template <> struct Cfg<MmaTf32<false>, 64> {
-  using Fwd = FwdKernel<MmaTf32<false>, 64, 4, 2, 64, true>;
-  using Bwd = BwdKernel<MmaTf32<false>, 64, 4, 1, 32>;
+template <bool X3> struct Cfg<MmaTf32<X3>, 64> {
+  using Fwd = FwdKernel<MmaTf32<X3>, 64, 4, X3 ? 1 : 2, 64, !X3>;
+  using Bwd = BwdKernel<MmaTf32<X3>, 64, 4, 1, 32>;
+  static constexpr int kBwdOpt = kOptClassify | kOptAliasDS;
 };
-template <> struct Cfg<MmaTf32<false>, 128> {
-  using Fwd = FwdKernel<MmaTf32<false>, 128, 4, 1, 32, true>;
-  using Bwd = BwdKernel<MmaTf32<false>, 128, 4, 1, 32>;
-};
-template <> struct Cfg<MmaTf32<true>, 32> {
-  using Fwd = FwdKernel<MmaTf32<true>, 32, 4, 1, 64, true>;
-  using Bwd = BwdKernel<MmaTf32<true>, 32, 4, 1, 64>;
-};
-template <> struct Cfg<MmaTf32<true>, 64> {
-  using Fwd = FwdKernel<MmaTf32<true>, 64, 4, 1, 64, false>;
-  using Bwd = BwdKernel<MmaTf32<true>, 64, 4, 1, 32>;
-};
-template <> struct Cfg<MmaTf32<true>, 128> {
-  using Fwd = FwdKernel<MmaTf32<true>, 128, 4, 1, 32, false>;
-  using Bwd = BwdKernel<MmaTf32<true>, 128, 4, 1, 32>;
+template <bool X3> struct Cfg<MmaTf32<X3>, 128> {
+  using Fwd = FwdKernel<MmaTf32<X3>, 128, 4, 1, 32, !X3>;
+  using Bwd = BwdKernel<MmaTf32<X3>, 128, 4, 1, 32>;
+  static constexpr int kBwdOpt = kOptClassify;
 };
 
 std::atomic<int> g_fwd_variant{-1}, g_bwd_variant{-1};  // -1: automatic (variant 0)
 
-// The OPT bits every configuration uses (variants below time the others).
-constexpr int kDefaultOpt = kOptClassify;
+// The forward's OPT bits for every configuration (variants below time the others).
+constexpr int kFwdOpt = kOptClassify;
 
 template <class F, int OPT> struct FwdLaunch;
 template <class Tr, int D, int NW, int MT, int BN, bool QREG, int OPT>
@@ -845,9 +866,10 @@ struct FwdLaunch<FwdKernel<Tr, D, NW, MT, BN, QREG>, OPT> {
   using K = FwdKernel<Tr, D, NW, MT, BN, QREG>;
   static void run(const FwdArgs& a, int BH, cudaStream_t s) {
     auto fn = la_fwd_kernel<Tr, D, NW, MT, BN, QREG, OPT>;
-    prepare(fn, K::smem_bytes(), "cuda::local_attention_forward");
+    constexpr size_t smem = K::smem_bytes((OPT & kOptAliasQ) != 0);
+    prepare(fn, smem, "cuda::local_attention_forward");
     dim3 grid((a.N + K::BM - 1) / K::BM, BH);
-    fn<<<grid, K::NT, K::smem_bytes(), s>>>(a);
+    fn<<<grid, K::NT, smem, s>>>(a);
     CUDA_CHECK_LAUNCH();
   }
 };
@@ -857,33 +879,38 @@ struct BwdLaunch<BwdKernel<Tr, D, NW, MK, BM>, OPT> {
   using K = BwdKernel<Tr, D, NW, MK, BM>;
   static void run(const BwdArgs& a, int BH, cudaStream_t s) {
     auto fn = la_bwd_kernel<Tr, D, NW, MK, BM, OPT>;
-    prepare(fn, K::smem_bytes(), "cuda::local_attention_backward");
+    constexpr size_t smem = K::smem_bytes((OPT & kOptAliasDS) != 0);
+    prepare(fn, smem, "cuda::local_attention_backward");
     dim3 grid((a.N + K::BN - 1) / K::BN, BH);
-    fn<<<grid, K::NT, K::smem_bytes(), s>>>(a);
+    fn<<<grid, K::NT, smem, s>>>(a);
     CUDA_CHECK_LAUNCH();
   }
 };
 
 // Variants of the f32 (TF32) d = 64 kernels, the shape the light branch uses
 // (set_local_attention_variants; `colt5 bench local-attention --variants`
-// times them all): variant 0 is the default (Cfg, OPT = classify); 1-3 are
-// the same tiles with OPT = skip only (the kernels before tile
-// classification), classify + skip, neither. Other dtypes and head dims use
-// the default for every variant. Measured on an H100 (ms, fwd / bwd alone):
-//   non-causal exact w=64 2x8x32768x64: classify 0.443 / 1.368, skip 0.518 / 1.726,
-//                                        classify+skip 0.552 / 1.575, neither 0.436 / 1.401
-//   causal w=128 2x8x8192x64:           classify 0.128 / 0.414, skip 0.146 / 0.536,
-//                                        classify+skip 0.154 / 0.480, neither 0.122 / 0.424
-// (band-test branches inside the unrolled MMA loops cost more than the MMAs
-// they skip). Earlier tile-shape variants (NW/MT/BN/BM) were all slower: bwd
-// 1.94-2.93 ms against 1.695 with skip.
-// Variants 4-7 are other tile shapes with the default OPT:
-//   fwd 4: NW 4, MT 1, BN 64 (BM 64)   5: NW 4, MT 2, BN 64, Q from smem
+// times them all). Variant 0 is the default (Cfg). Measured on an H100 (ms,
+// kernels alone; nc: non-causal exact w=64 2x8x32768x64, causal: w=128
+// 2x8x8192x64, all: every key in the band, w=N=1024 2x8x1024x64):
+//   fwd 1-3: the default tiles with OPT = skip only (the kernels before tile
+//            classification), classify + skip, neither:
+//            nc 0.443 (default) / 0.518 / 0.552 / 0.436, causal 0.128 / 0.146 / 0.154 / 0.122
+//            (band-test branches inside the unrolled MMA loops cost more than the MMAs they skip)
+//       4: NW 4, MT 1, BN 64 (BM 64)   5: NW 4, MT 2, BN 64, Q from smem
 //       6: NW 8, MT 1, BN 64 (BM 128)  7: NW 4, MT 2, BN 32
-//   bwd 4: NW 2, BM 32 (BN 32)         5: NW 8, BM 32 (BN 128)
+//       8: NW 4, MT 1, BN 32, Q staged in a K|V buffer, 3 blocks per SM (168 registers):
+//          nc 0.431 vs 0.453, causal 0.138 vs 0.129, all 0.083 vs 0.101 (mixed, so not the default)
+//   bwd 1-3: as fwd 1-3 (without the dS^T reuse): nc 1.726 / 1.575 / 1.401
+//       4: NW 2, BM 32 (BN 32)         5: NW 8, BM 32 (BN 128)
 //       6: NW 4, BM 64 (BN 64)         7: NW 4, MK 2, BM 32 (BN 128)
-constexpr int kFwdVariants = 8, kBwdVariants = 8;
-constexpr int kVariantOpt[4] = {kDefaultOpt, kOptSkip, kOptClassify | kOptSkip, 0};
+//          (4-7 were all slower than the default: 1.59-2.43 ms at nc)
+//       8: the default tiles without the dS^T reuse (the previous default, 2 blocks per SM):
+//          nc 1.382 vs 1.184, causal 0.414 vs 0.380, all 0.195 vs 0.194
+// BM = 16 query tiles (4 blocks per SM by shared memory; 3 by registers, or
+// 4 with 312 bytes of spills) measured 1.43 / 1.76 ms at nc and were dropped.
+constexpr int kFwdVariants = kLocalAttentionForwardVariants, kBwdVariants = kLocalAttentionBackwardVariants;
+static_assert(kFwdVariants == 9 && kBwdVariants == 9, "variant lists below");
+constexpr int kVariantOpt[4] = {kOptClassify, kOptSkip, kOptClassify | kOptSkip, 0};
 using TF = MmaTf32<false>;
 template <class Tr, int D>
 void launch_fwd(const FwdArgs& a, int BH, cudaStream_t s) {
@@ -894,14 +921,16 @@ void launch_fwd(const FwdArgs& a, int BH, cudaStream_t s) {
       case 1: return FwdLaunch<K, kVariantOpt[1]>::run(a, BH, s);
       case 2: return FwdLaunch<K, kVariantOpt[2]>::run(a, BH, s);
       case 3: return FwdLaunch<K, kVariantOpt[3]>::run(a, BH, s);
-      case 4: return FwdLaunch<FwdKernel<TF, 64, 4, 1, 64, true>, kDefaultOpt>::run(a, BH, s);
-      case 5: return FwdLaunch<FwdKernel<TF, 64, 4, 2, 64, false>, kDefaultOpt>::run(a, BH, s);
-      case 6: return FwdLaunch<FwdKernel<TF, 64, 8, 1, 64, true>, kDefaultOpt>::run(a, BH, s);
-      case 7: return FwdLaunch<FwdKernel<TF, 64, 4, 2, 32, true>, kDefaultOpt>::run(a, BH, s);
+      case 4: return FwdLaunch<FwdKernel<TF, 64, 4, 1, 64, true>, kFwdOpt>::run(a, BH, s);
+      case 5: return FwdLaunch<FwdKernel<TF, 64, 4, 2, 64, false>, kFwdOpt>::run(a, BH, s);
+      case 6: return FwdLaunch<FwdKernel<TF, 64, 8, 1, 64, true>, kFwdOpt>::run(a, BH, s);
+      case 7: return FwdLaunch<FwdKernel<TF, 64, 4, 2, 32, true>, kFwdOpt>::run(a, BH, s);
+      case 8:
+        return FwdLaunch<FwdKernel<TF, 64, 4, 1, 32, true>, kFwdOpt | kOptAliasQ | kOptMinBlocks<3>>::run(a, BH, s);
       default: break;
     }
   }
-  return FwdLaunch<K, kDefaultOpt>::run(a, BH, s);
+  return FwdLaunch<K, kFwdOpt>::run(a, BH, s);
 }
 template <class Tr, int D>
 void launch_bwd(const BwdArgs& a, int BH, cudaStream_t s) {
@@ -912,14 +941,15 @@ void launch_bwd(const BwdArgs& a, int BH, cudaStream_t s) {
       case 1: return BwdLaunch<K, kVariantOpt[1]>::run(a, BH, s);
       case 2: return BwdLaunch<K, kVariantOpt[2]>::run(a, BH, s);
       case 3: return BwdLaunch<K, kVariantOpt[3]>::run(a, BH, s);
-      case 4: return BwdLaunch<BwdKernel<TF, 64, 2, 1, 32>, kDefaultOpt>::run(a, BH, s);
-      case 5: return BwdLaunch<BwdKernel<TF, 64, 8, 1, 32>, kDefaultOpt>::run(a, BH, s);
-      case 6: return BwdLaunch<BwdKernel<TF, 64, 4, 1, 64>, kDefaultOpt>::run(a, BH, s);
-      case 7: return BwdLaunch<BwdKernel<TF, 64, 4, 2, 32>, kDefaultOpt>::run(a, BH, s);
+      case 4: return BwdLaunch<BwdKernel<TF, 64, 2, 1, 32>, kOptClassify>::run(a, BH, s);
+      case 5: return BwdLaunch<BwdKernel<TF, 64, 8, 1, 32>, kOptClassify>::run(a, BH, s);
+      case 6: return BwdLaunch<BwdKernel<TF, 64, 4, 1, 64>, kOptClassify>::run(a, BH, s);
+      case 7: return BwdLaunch<BwdKernel<TF, 64, 4, 2, 32>, kOptClassify>::run(a, BH, s);
+      case 8: return BwdLaunch<K, kOptClassify>::run(a, BH, s);
       default: break;
     }
   }
-  return BwdLaunch<K, kDefaultOpt>::run(a, BH, s);
+  return BwdLaunch<K, Cfg<Tr, D>::kBwdOpt>::run(a, BH, s);
 }
 
 int padded_dim(int64_t d) { return d <= 32 ? 32 : d <= 64 ? 64 : 128; }

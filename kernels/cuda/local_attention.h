@@ -44,9 +44,11 @@ void local_attention_backward(const LocalAttentionParams& p, void* workspace, si
                               cudaStream_t stream);
 
 // Tuning hook for benchmarks and tests: force a kernel configuration of the
-// f32 (TF32) kernels at head dim 64: forward 0..7, backward 0..7; -1 (the
-// default) chooses automatically. Process-wide; other dtypes and head dims
-// ignore it. The configurations are listed in local_attention.cu.
+// f32 (TF32) kernels at head dim 64: forward 0 .. kLocalAttentionForwardVariants-1,
+// backward 0 .. kLocalAttentionBackwardVariants-1; -1 (the default) chooses
+// automatically (variant 0). Process-wide; other dtypes and head dims ignore
+// it. The configurations and their timings are listed in local_attention.cu.
+constexpr int kLocalAttentionForwardVariants = 9, kLocalAttentionBackwardVariants = 9;
 void set_local_attention_variants(int forward_variant, int backward_variant);
 
 }  // namespace colt5::kernels::cuda

@@ -311,8 +311,10 @@ TEST_CASE("cuda local attention f32 kernel variants vs CPU f64") {
     ~Reset() { colt5::kernels::cuda::set_local_attention_variants(-1, -1); }
   } reset;
   uint32_t seed = 500;
-  for (int v = 0; v < 8; ++v) {
-    colt5::kernels::cuda::set_local_attention_variants(v, v);
+  namespace lc = colt5::kernels::cuda;
+  for (int v = 0; v < std::max(lc::kLocalAttentionForwardVariants, lc::kLocalAttentionBackwardVariants); ++v) {
+    lc::set_local_attention_variants(std::min(v, lc::kLocalAttentionForwardVariants - 1),
+                                     std::min(v, lc::kLocalAttentionBackwardVariants - 1));
     for (const Case& c : gpu_cases()) {
       if (c.d != 64) continue;
       INFO("variant ", v, " N=", c.N, " w=", c.w, " look=", c.lb, "/", c.lf, " causal=", c.causal,
@@ -320,8 +322,9 @@ TEST_CASE("cuda local attention f32 kernel variants vs CPU f64") {
       CHECK(run_case(c, DType::f32, true, seed++) <= kTolTf32);
     }
   }
-  CHECK_THROWS_AS(colt5::kernels::cuda::set_local_attention_variants(8, 0), colt5::Error);
-  CHECK_THROWS_AS(colt5::kernels::cuda::set_local_attention_variants(0, 8), colt5::Error);
+  CHECK_THROWS_AS(lc::set_local_attention_variants(lc::kLocalAttentionForwardVariants, 0), colt5::Error);
+  CHECK_THROWS_AS(lc::set_local_attention_variants(0, lc::kLocalAttentionBackwardVariants), colt5::Error);
+  CHECK_THROWS_AS(lc::set_local_attention_variants(-2, 0), colt5::Error);
 }
 
 // The op on CUDA tensors: forward and all gradients through the tape against
