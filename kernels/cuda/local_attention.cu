@@ -25,26 +25,30 @@
 // per warp (16*MK keys), classifies each 16-key x 8-query tile the same way
 // (visible: exp2 without tests; invisible: zero, its dV dK steps skipped),
 // accumulates dK, dV in registers and adds dQ = scale dS K with atomics
-// (16-row groups wholly outside the block's keys add nothing); (3) bf16/f16
-// only: dq converted from the f32 accumulator.
+// (16-row groups wholly outside the block's keys add nothing; dS^T goes
+// through shared memory, reusing the query tile's Q|dO buffer where it fits
+// and that buys a third block per SM); (3) bf16/f16 only: dq converted from
+// the f32 accumulator.
 //
 // The MMAs themselves are not skipped per tile inside the band's bounding
 // tiles: band tests inside the unrolled MMA loops cost more than the MMAs
 // they save (measured, see the variants below).
 //
 // Measured on an H100 (kernels alone, ms fwd / bwd / fwd+bwd; attended pairs
-// x 4d flops, x3.5 for fwd+bwd):
-//   non-causal exact w=64 look 1/1 2x8x32768x64  f32  0.455 / 1.403 / 1.874 (32.3 TFLOP/s)
-//                                                bf16 0.361 / 1.236 / 1.593 (38.0 TFLOP/s)
-//   causal w=128 look 1/0 2x8x8192x64            f32  0.127 / 0.414 / 0.555 (40.3 TFLOP/s)
-//                                                bf16 0.104 / 0.335 / 0.450 (49.7 TFLOP/s)
-//   every key in the band, w=N=1024 2x8x1024x64  f32  0.099 / 0.191 / 0.301 (17.96 ps per pair)
-// (before tile classification: 0.526 / 1.732 / 2.267 for the first row).
-// Per attended pair the f32 non-causal case costs 27.7 ps: 1.54x these same
-// kernels with every key in the band, 2.56x the dense flash kernel on
+// x 4d flops, x3.5 for fwd+bwd; `colt5 bench local-attention`):
+//   non-causal exact w=64 look 1/1 2x8x32768x64  f32  0.450 / 1.176 / 1.645 (36.8 TFLOP/s)
+//                                                bf16 0.323 / 1.147 / 1.479 (40.9 TFLOP/s)
+//   causal w=128 look 1/0 2x8x8192x64            f32  0.128 / 0.383 / 0.523 (42.8 TFLOP/s)
+//                                                bf16 0.094 / 0.307 / 0.410 (54.6 TFLOP/s)
+//   every key in the band, w=N=1024 2x8x1024x64  f32  0.101 / 0.194 / 0.308 (18.36 ps per pair)
+// (before tile classification: 0.526 / 1.732 / 2.267 for the first row;
+// before the backward reused the Q|dO buffer for dS^T: bwd 1.38.)
+// Per attended pair the f32 non-causal case costs 24.3 ps: 1.33x these same
+// kernels with every key in the band, 2.25x the dense flash kernel on
 // 2x8x8192x8192x64 (10.8 ps). What remains: each key block of the backward
 // walks only ~6 query tiles, so its K/V load, pipeline start and epilogue are
-// not amortised; 3 dq atomic passes per query row; 8-key MMA granularity
+// not amortised; 3 dq atomic passes per query row after a bandwidth-bound
+// row pass (0.146 ms: D, lse2 and zeroing dq); 8-key MMA granularity
 // (160 keys computed per 129 attended); and at w=64, d=64 the kernels move
 // ~1 KB per query for ~33 kFLOP, close to the H100's memory/compute balance
 // (ncu: 0.54 GB of DRAM traffic in the forward).
@@ -410,9 +414,7 @@ __global__ void __launch_bounds__(NW * 32, min_blocks(OPT)) la_fwd_kernel(const 
 
 // Row pass: D = <dO, O>, lse in log2 units (+inf for rows without visible
 // keys, so that every P of theirs is 0), and a zeroed dq accumulator row.
-// One warp per row; lane owns columns lane + 32*c (d <= 128). (A version
-// reading 16-byte chunks, two rows per warp, measured no faster: 1.184 vs
-// 1.193 ms for the whole f32 w=64 backward.)
+// One warp per row; lane owns columns lane + 32*c (d <= 128).
 struct PreArgs {
   const void *o, *dout;
   const float* lse;
@@ -906,8 +908,13 @@ struct BwdLaunch<BwdKernel<Tr, D, NW, MK, BM>, OPT> {
 //          (4-7 were all slower than the default: 1.59-2.43 ms at nc)
 //       8: the default tiles without the dS^T reuse (the previous default, 2 blocks per SM):
 //          nc 1.382 vs 1.184, causal 0.414 vs 0.380, all 0.195 vs 0.194
-// BM = 16 query tiles (4 blocks per SM by shared memory; 3 by registers, or
-// 4 with 312 bytes of spills) measured 1.43 / 1.76 ms at nc and were dropped.
+// Measured and dropped: BM = 16 query tiles (4 blocks per SM by shared
+// memory; 3 by registers, or 4 with 312 bytes of spills): bwd 1.43 / 1.76 ms
+// at nc; issuing the next tile's loads after the loop's top barrier so that
+// the end-of-iteration barrier goes: bwd 1.194 vs 1.189, fwd 0.477 vs 0.454
+// (36 bytes of spills); a row pass reading 16-byte chunks: 1.184 vs 1.193.
+// The row pass alone takes 0.146 ms at nc: it moves O, dO and the zeroed dq
+// (402 MB) at 2.8 TB/s, so it is bandwidth-bound.
 constexpr int kFwdVariants = kLocalAttentionForwardVariants, kBwdVariants = kLocalAttentionBackwardVariants;
 static_assert(kFwdVariants == 9 && kBwdVariants == 9, "variant lists below");
 constexpr int kVariantOpt[4] = {kOptClassify, kOptSkip, kOptClassify | kOptSkip, 0};
