@@ -820,47 +820,60 @@ __global__ void la_dq_convert_kernel(T* dq, long long sb, long long sh, long lon
 
 // Fwd: NW warps, MT m-tiles of 16 query rows per warp, BN keys per tile, QREG:
 // Q fragments in registers. Bwd: NW warps, MK m-tiles of 16 keys per warp, BM
-// queries per tile. Starting points: the dense kernel's tuned choices. kBwdOpt:
-// the f32 d = 64 backward reuses the Q|dO buffer for dS^T (80 -> 71 KB of
-// shared memory, 3 blocks per SM instead of 2 at 165 registers): 1.40 -> 1.18
-// ms at w=64 2x8x32768x64. The other backward tiles are limited by registers
-// or stay at the same block count, so they keep the extra barrier out.
+// queries per tile. Starting points: the dense kernel's tuned choices;
+// kFwdOpt / kBwdOpt: the OPT bits. Measured on an H100 (ms, w=64 2x8xNxd
+// non-causal exact, N = 32768 (16384 at d = 128) / w=128 2x8x8192xd causal):
+//   * f32 d = 64 (TF32 and 3xTF32) backward: dS^T reuses the Q|dO buffer
+//     (80 -> 71 KB of shared memory, 3 blocks per SM instead of 2 at 165
+//     registers): TF32 bwd 1.38 -> 1.18 / 0.414 -> 0.380, 3xTF32 2.28 -> 2.26
+//     / 0.88 -> 0.86.
+//   * bf16/f16 d = 64: backward 4 warps x 16 keys, 32-query tiles with dS^T
+//     reuse (was 8 warps x 16 keys, 64-query tiles: 255 registers, 1 block per
+//     SM): bf16 bwd 1.162 -> 0.916 / 0.311 -> 0.271; forward 16 rows per
+//     warp, Q staged in a K|V buffer and kept in registers, 3 blocks per SM
+//     (was 32 rows per warp, Q in shared memory, 2 blocks): fwd 0.328 -> 0.256
+//     / 0.095 -> 0.085.
+//   * bf16/f16 d = 32 forward: 16 rows per warp, Q staged, 4 blocks per SM
+//     (was 32 rows, 2 blocks): 0.273 -> 0.179 / 0.074 -> 0.058 (the d = 64
+//     backward tiles were slower here: 0.603 -> 0.695, kept out).
+//   * bf16/f16 d = 128 backward: as at d = 64: 0.914 -> 0.859 / 0.484 ->
+//     0.482 (the d = 64 forward tiles were not faster: 0.238 -> 0.243).
+// The other tiles are limited by registers or stay at the same block count,
+// so they keep the extra barriers out.
 template <class Tr, int D> struct Cfg;
 template <class T> struct Cfg<MmaHalf<T>, 32> {
-  using Fwd = FwdKernel<MmaHalf<T>, 32, 4, 2, 64, true>;
+  using Fwd = FwdKernel<MmaHalf<T>, 32, 4, 1, 64, true>;
   using Bwd = BwdKernel<MmaHalf<T>, 32, 4, 1, 64>;
-  static constexpr int kBwdOpt = kOptClassify;
+  static constexpr int kFwdOpt = kOptClassify | kOptAliasQ | kOptMinBlocks<4>, kBwdOpt = kOptClassify;
 };
 template <class T> struct Cfg<MmaHalf<T>, 64> {
-  using Fwd = FwdKernel<MmaHalf<T>, 64, 4, 2, 64, false>;
-  using Bwd = BwdKernel<MmaHalf<T>, 64, 8, 1, 64>;
-  static constexpr int kBwdOpt = kOptClassify;
+  using Fwd = FwdKernel<MmaHalf<T>, 64, 4, 1, 64, true>;
+  using Bwd = BwdKernel<MmaHalf<T>, 64, 4, 1, 32>;
+  static constexpr int kFwdOpt = kOptClassify | kOptAliasQ | kOptMinBlocks<3>;
+  static constexpr int kBwdOpt = kOptClassify | kOptAliasDS;
 };
 template <class T> struct Cfg<MmaHalf<T>, 128> {
   using Fwd = FwdKernel<MmaHalf<T>, 128, 4, 2, 64, false>;
-  using Bwd = BwdKernel<MmaHalf<T>, 128, 8, 1, 64>;
-  static constexpr int kBwdOpt = kOptClassify;
+  using Bwd = BwdKernel<MmaHalf<T>, 128, 4, 1, 32>;
+  static constexpr int kFwdOpt = kOptClassify, kBwdOpt = kOptClassify | kOptAliasDS;
 };
 template <bool X3> struct Cfg<MmaTf32<X3>, 32> {
   using Fwd = FwdKernel<MmaTf32<X3>, 32, 4, X3 ? 1 : 2, 64, true>;
   using Bwd = BwdKernel<MmaTf32<X3>, 32, 4, 1, 64>;
-  static constexpr int kBwdOpt = kOptClassify;
+  static constexpr int kFwdOpt = kOptClassify, kBwdOpt = kOptClassify;
 };
 template <bool X3> struct Cfg<MmaTf32<X3>, 64> {
   using Fwd = FwdKernel<MmaTf32<X3>, 64, 4, X3 ? 1 : 2, 64, !X3>;
   using Bwd = BwdKernel<MmaTf32<X3>, 64, 4, 1, 32>;
-  static constexpr int kBwdOpt = kOptClassify | kOptAliasDS;
+  static constexpr int kFwdOpt = kOptClassify, kBwdOpt = kOptClassify | kOptAliasDS;
 };
 template <bool X3> struct Cfg<MmaTf32<X3>, 128> {
   using Fwd = FwdKernel<MmaTf32<X3>, 128, 4, 1, 32, !X3>;
   using Bwd = BwdKernel<MmaTf32<X3>, 128, 4, 1, 32>;
-  static constexpr int kBwdOpt = kOptClassify;
+  static constexpr int kFwdOpt = kOptClassify, kBwdOpt = kOptClassify;
 };
 
 std::atomic<int> g_fwd_variant{-1}, g_bwd_variant{-1};  // -1: automatic (variant 0)
-
-// The forward's OPT bits for every configuration (variants below time the others).
-constexpr int kFwdOpt = kOptClassify;
 
 template <class F, int OPT> struct FwdLaunch;
 template <class Tr, int D, int NW, int MT, int BN, bool QREG, int OPT>
@@ -928,16 +941,16 @@ void launch_fwd(const FwdArgs& a, int BH, cudaStream_t s) {
       case 1: return FwdLaunch<K, kVariantOpt[1]>::run(a, BH, s);
       case 2: return FwdLaunch<K, kVariantOpt[2]>::run(a, BH, s);
       case 3: return FwdLaunch<K, kVariantOpt[3]>::run(a, BH, s);
-      case 4: return FwdLaunch<FwdKernel<TF, 64, 4, 1, 64, true>, kFwdOpt>::run(a, BH, s);
-      case 5: return FwdLaunch<FwdKernel<TF, 64, 4, 2, 64, false>, kFwdOpt>::run(a, BH, s);
-      case 6: return FwdLaunch<FwdKernel<TF, 64, 8, 1, 64, true>, kFwdOpt>::run(a, BH, s);
-      case 7: return FwdLaunch<FwdKernel<TF, 64, 4, 2, 32, true>, kFwdOpt>::run(a, BH, s);
+      case 4: return FwdLaunch<FwdKernel<TF, 64, 4, 1, 64, true>, kOptClassify>::run(a, BH, s);
+      case 5: return FwdLaunch<FwdKernel<TF, 64, 4, 2, 64, false>, kOptClassify>::run(a, BH, s);
+      case 6: return FwdLaunch<FwdKernel<TF, 64, 8, 1, 64, true>, kOptClassify>::run(a, BH, s);
+      case 7: return FwdLaunch<FwdKernel<TF, 64, 4, 2, 32, true>, kOptClassify>::run(a, BH, s);
       case 8:
-        return FwdLaunch<FwdKernel<TF, 64, 4, 1, 32, true>, kFwdOpt | kOptAliasQ | kOptMinBlocks<3>>::run(a, BH, s);
+        return FwdLaunch<FwdKernel<TF, 64, 4, 1, 32, true>, kOptClassify | kOptAliasQ | kOptMinBlocks<3>>::run(a, BH, s);
       default: break;
     }
   }
-  return FwdLaunch<K, kFwdOpt>::run(a, BH, s);
+  return FwdLaunch<K, Cfg<Tr, D>::kFwdOpt>::run(a, BH, s);
 }
 template <class Tr, int D>
 void launch_bwd(const BwdArgs& a, int BH, cudaStream_t s) {
