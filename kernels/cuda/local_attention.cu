@@ -36,15 +36,16 @@
 //
 // Measured on an H100 (kernels alone, ms fwd / bwd / fwd+bwd; attended pairs
 // x 4d flops, x3.5 for fwd+bwd; `colt5 bench local-attention`):
-//   non-causal exact w=64 look 1/1 2x8x32768x64  f32  0.450 / 1.176 / 1.645 (36.8 TFLOP/s)
-//                                                bf16 0.323 / 1.147 / 1.479 (40.9 TFLOP/s)
+//   non-causal exact w=64 look 1/1 2x8x32768x64  f32  0.453 / 1.189 / 1.649 (36.7 TFLOP/s)
+//                                                bf16 0.256 / 0.916 / 1.173 (51.6 TFLOP/s)
 //   causal w=128 look 1/0 2x8x8192x64            f32  0.128 / 0.383 / 0.523 (42.8 TFLOP/s)
-//                                                bf16 0.094 / 0.307 / 0.410 (54.6 TFLOP/s)
-//   every key in the band, w=N=1024 2x8x1024x64  f32  0.101 / 0.194 / 0.308 (18.36 ps per pair)
+//                                                bf16 0.084 / 0.272 / 0.361 (61.9 TFLOP/s)
+//   every key in the band, w=N=1024 2x8x1024x64  f32  0.101 / 0.194 / 0.309 (18.43 ps per pair)
 // (before tile classification: 0.526 / 1.732 / 2.267 for the first row;
-// before the backward reused the Q|dO buffer for dS^T: bwd 1.38.)
-// Per attended pair the f32 non-causal case costs 24.3 ps: 1.33x these same
-// kernels with every key in the band, 2.25x the dense flash kernel on
+// before the backward reused the Q|dO buffer for dS^T: bwd 1.38; bf16 before
+// the tile changes listed at Cfg: 0.323 / 1.147 / 1.479 and 0.094 / 0.307 / 0.410.)
+// Per attended pair the f32 non-causal case costs 24.4 ps: 1.32x these same
+// kernels with every key in the band, 2.26x the dense flash kernel on
 // 2x8x8192x8192x64 (10.8 ps). What remains: each key block of the backward
 // walks only ~6 query tiles, so its K/V load, pipeline start and epilogue are
 // not amortised; 3 dq atomic passes per query row after a bandwidth-bound
