@@ -839,6 +839,12 @@ __global__ void la_dq_convert_kernel(T* dq, long long sb, long long sh, long lon
 //     backward tiles were slower here: 0.603 -> 0.695, kept out).
 //   * bf16/f16 d = 128 backward: as at d = 64: 0.914 -> 0.859 / 0.484 ->
 //     0.482 (the d = 64 forward tiles were not faster: 0.238 -> 0.243).
+//   * TF32 d = 32 (the GPU training preset's light heads) forward: 16 rows per
+//     warp, Q staged, 4 blocks per SM (was 32 rows, 2 blocks at 247
+//     registers): 0.353 -> 0.264 / 0.099 -> 0.092, and 0.361 -> 0.314 at the
+//     preset's causal w=128 16x8x4096x32. Its backward with 32-query tiles and
+//     dS^T reuse was mixed (0.856 -> 0.834 / 0.261 -> 0.268, 0.970 -> 0.977),
+//     so it keeps 64-query tiles.
 // The other tiles are limited by registers or stay at the same block count,
 // so they keep the extra barriers out.
 template <class Tr, int D> struct Cfg;
@@ -859,9 +865,10 @@ template <class T> struct Cfg<MmaHalf<T>, 128> {
   static constexpr int kFwdOpt = kOptClassify, kBwdOpt = kOptClassify | kOptAliasDS;
 };
 template <bool X3> struct Cfg<MmaTf32<X3>, 32> {
-  using Fwd = FwdKernel<MmaTf32<X3>, 32, 4, X3 ? 1 : 2, 64, true>;
+  using Fwd = FwdKernel<MmaTf32<X3>, 32, 4, 1, 64, true>;
   using Bwd = BwdKernel<MmaTf32<X3>, 32, 4, 1, 64>;
-  static constexpr int kFwdOpt = kOptClassify, kBwdOpt = kOptClassify;
+  static constexpr int kFwdOpt = X3 ? kOptClassify : kOptClassify | kOptAliasQ | kOptMinBlocks<4>;
+  static constexpr int kBwdOpt = kOptClassify;
 };
 template <bool X3> struct Cfg<MmaTf32<X3>, 64> {
   using Fwd = FwdKernel<MmaTf32<X3>, 64, 4, X3 ? 1 : 2, 64, !X3>;
