@@ -400,12 +400,7 @@ __global__ void __launch_bounds__(NW * 32, min_blocks(OPT)) la_fwd_kernel(const 
         for (int no = 0; no < NO; ++no) {
           const int col = no * 8 + 2 * t;
           const float x0 = acc[mt][no][2 * r] * inv, x1 = acc[mt][no][2 * r + 1] * inv;
-          if (a.vec_out && col + 1 < a.d) {
-            *reinterpret_cast<typename Pair<T>::type*>(orow + col) = Pair<T>::make(x0, x1);
-          } else {
-            if (col < a.d) orow[col] = from_f<T>(x0);
-            if (col + 1 < a.d) orow[col + 1] = from_f<T>(x1);
-          }
+          store_pair(orow, col, a.d, a.vec_out, x0, x1);
         }
       }
     }
@@ -793,13 +788,8 @@ __global__ void __launch_bounds__(NW * 32, min_blocks(OPT)) la_bwd_kernel(const 
         const int col = no * 8 + 2 * t;
         const float k0 = dk[mk][no][2 * r] * a.scale, k1 = dk[mk][no][2 * r + 1] * a.scale;
         const float v0 = dv[mk][no][2 * r], v1 = dv[mk][no][2 * r + 1];
-        if (a.vec_out && col + 1 < a.d) {
-          *reinterpret_cast<typename Pair<T>::type*>(krow + col) = Pair<T>::make(k0, k1);
-          *reinterpret_cast<typename Pair<T>::type*>(vrow + col) = Pair<T>::make(v0, v1);
-        } else {
-          if (col < a.d) krow[col] = from_f<T>(k0), vrow[col] = from_f<T>(v0);
-          if (col + 1 < a.d) krow[col + 1] = from_f<T>(k1), vrow[col + 1] = from_f<T>(v1);
-        }
+        store_pair(krow, col, a.d, a.vec_out, k0, k1);
+        store_pair(vrow, col, a.d, a.vec_out, v0, v1);
       }
     }
 }

@@ -68,6 +68,19 @@ template <> struct Pair<float> { using type = float2; static __device__ __forcei
 template <> struct Pair<bf16> { using type = __nv_bfloat162; static __device__ __forceinline__ __nv_bfloat162 make(float x, float y) { return __floats2bfloat162_rn(x, y); } };
 template <> struct Pair<f16> { using type = __half2; static __device__ __forceinline__ __half2 make(float x, float y) { return __floats2half2_rn(x, y); } };
 
+// Writes x0, x1 to row[col], row[col + 1] of a row with d columns: one paired
+// store when vec (the row allows 2-element stores) and both columns exist,
+// else element by element, skipping columns >= d.
+template <class T>
+__device__ __forceinline__ void store_pair(T* row, int col, int d, bool vec, float x0, float x1) {
+  if (vec && col + 1 < d) {
+    *reinterpret_cast<typename Pair<T>::type*>(row + col) = Pair<T>::make(x0, x1);
+  } else {
+    if (col < d) row[col] = from_f<T>(x0);
+    if (col + 1 < d) row[col + 1] = from_f<T>(x1);
+  }
+}
+
 __device__ __forceinline__ float ex2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
